@@ -1,0 +1,69 @@
+#pragma once
+// raregistry's errors: one std::error_category, one enum, messages a user can act on.
+
+#include <string>
+#include <system_error>
+
+namespace raregistry {
+
+enum class errc {
+    ok = 0,
+    not_leader = 1,       ///< this node cannot order writes now; retry (the client does)
+    dropped,              ///< the command lost its place in the log to a new leader's entries
+    timeout,              ///< the deadline passed and the outcome is unknown
+    no_quorum,            ///< no leader reachable: a majority of the members is down or cut off
+    already_registered,   ///< a unique key already has an owner
+    not_registered,       ///< no such key (or not for this pid)
+    not_owner,            ///< the caller's process does not hold this registration
+    unknown_registry,     ///< no registry of that name exists in this cluster
+    invalid_argument,     ///< the request is malformed (empty or oversized key, bad pattern, ...)
+    already_started,      ///< a named server of that name runs already (its pid is reported)
+    noproc,               ///< no live process behind that name or pid
+    shutting_down,        ///< the node is stopping
+    corrupt_data,         ///< stored data failed its checksum or could not be decoded
+    wrong_cluster,        ///< data or peer belongs to another cluster or node id
+    frame_too_large,      ///< a frame exceeds the configured limit
+    malformed_frame,      ///< bytes that do not decode as a message of a known version
+};
+
+class error_category_impl final : public std::error_category {
+public:
+    const char* name() const noexcept override { return "raregistry"; }
+    std::string message(int ev) const override {
+        switch (static_cast<errc>(ev)) {
+            case errc::ok: return "success";
+            case errc::not_leader: return "this node is not the leader; retry on the leader";
+            case errc::dropped: return "the command was superseded by a new leader before it committed";
+            case errc::timeout: return "deadline exceeded; the outcome of the operation is unknown";
+            case errc::no_quorum: return "no quorum: a majority of the cluster is unreachable";
+            case errc::already_registered: return "the key is already registered to another process";
+            case errc::not_registered: return "the key is not registered";
+            case errc::not_owner: return "the calling process does not own this registration";
+            case errc::unknown_registry: return "no registry with that name exists";
+            case errc::invalid_argument: return "invalid argument";
+            case errc::already_started: return "a server with that name is already started";
+            case errc::noproc: return "no process is alive under that name or pid";
+            case errc::shutting_down: return "the node is shutting down";
+            case errc::corrupt_data: return "stored or received data is corrupt";
+            case errc::wrong_cluster: return "the data or peer belongs to a different cluster or node";
+            case errc::frame_too_large: return "frame exceeds the maximum frame size";
+            case errc::malformed_frame: return "malformed frame";
+        }
+        return "unknown raregistry error";
+    }
+};
+
+/// The category of every raregistry error code.
+inline const std::error_category& error_category() noexcept {
+    static const error_category_impl instance;
+    return instance;
+}
+
+inline std::error_code make_error_code(errc e) noexcept {
+    return {static_cast<int>(e), error_category()};
+}
+
+}  // namespace raregistry
+
+template <>
+struct std::is_error_code_enum<raregistry::errc> : std::true_type {};

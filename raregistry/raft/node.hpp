@@ -1,0 +1,257 @@
+#pragma once
+// raft::node — drives one raft::core with a Transport, a Storage and a StateMachine.
+//
+// The node turns the core's `ready` batches into I/O, in the order Raft's safety needs:
+//   1. the leader's replication messages go out at once (its own write runs in parallel);
+//   2. hard state, snapshot and entries are written and synced — one sync for everything
+//      the core produced since the last one (group commit: while a sync is in flight, new
+//      proposals and messages accumulate and share the next one);
+//   3. only then go votes and acknowledgements out, and committed entries get applied.
+// It owns proposals' completion handlers and linearizable-read waiters.
+//
+// Thread safety: a node and its core, storage and state machine belong to the transport's
+// executor; call every member from there (TCP: the node's strand; sim: the simulator).
+
+#include <raregistry/detail/assert.hpp>
+#include <raregistry/error.hpp>
+#include <raregistry/raft/core.hpp>
+#include <raregistry/transport/concepts.hpp>
+
+#include <chrono>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <system_error>
+#include <unordered_map>
+
+namespace raregistry::raft {
+
+template <transport Transport, storage Storage, state_machine StateMachine>
+class node {
+public:
+    using result_type = typename StateMachine::result_type;
+    using duration = typename Transport::duration;
+    /// Completion of a proposal: its apply result, or not_leader / dropped.
+    using propose_handler = std::function<void(std::error_code, result_type)>;
+    /// Completion of a read barrier: the state machine is now at least as new as the read.
+    using read_handler = std::function<void(std::error_code)>;
+
+    struct options {
+        core_config raft;
+        duration tick = std::chrono::milliseconds(10);
+        index_t snapshot_entries = 8192;  ///< snapshot after this many entries since the last
+        /// Test hooks: every ready taken, every entry applied.
+        std::function<void(const ready&)> on_ready;
+        std::function<void(const entry&)> on_apply;
+    };
+
+    node(Transport& transport, Storage& storage, StateMachine& sm, options opts)
+        : transport_(transport), storage_(storage), sm_(sm), opts_(std::move(opts)) {
+        opts_.raft.id = transport_.self();
+    }
+    node(const node&) = delete;
+    node& operator=(const node&) = delete;
+
+    /// Loads the storage, restores the state machine's snapshot and starts ticking.
+    void start() {
+        persisted_state st = storage_.load();
+        if (st.snap.meta.index > 0) sm_.restore(*st.snap.data);
+        core_.emplace(opts_.raft, std::move(st));
+        transport_.on_receive([this](message m) {
+            core_->step(std::move(m));
+            kick();
+        });
+        schedule_tick();
+    }
+
+    /// Stops ticking and receiving; pending handlers get shutting_down.
+    void stop() {
+        stopped_ = true;
+        transport_.on_receive([](message) {});
+        for (auto& p : proposals_) p.handler(errc::shutting_down, result_type{});
+        proposals_.clear();
+        for (auto& [_, h] : read_requests_) h(errc::shutting_down);
+        read_requests_.clear();
+        for (auto& [_, h] : read_waiters_) h(errc::shutting_down);
+        read_waiters_.clear();
+    }
+
+    /// Proposes a command. `h` runs once: with the state machine's result when the entry
+    /// is applied here, or with not_leader / dropped / shutting_down.
+    void propose(std::string data, propose_handler h) {
+        if (stopped_) return post_error(std::move(h), errc::shutting_down);
+        index_t i = core_->propose(std::move(data));
+        if (i == 0) return post_error(std::move(h), errc::not_leader);
+        // Proposals from an earlier leadership at or past this index lost their entries to
+        // a newer leader's log; keep the queue ordered by index.
+        while (!proposals_.empty() && proposals_.back().index >= i) {
+            proposals_.back().handler(errc::dropped, result_type{});
+            proposals_.pop_back();
+        }
+        proposals_.push_back({i, core_->term(), std::move(h)});
+        kick();
+    }
+
+    /// Waits until a linearizable read is safe on this node (ReadIndex, §6.4).
+    void read_barrier(read_handler h) {
+        if (stopped_) return transport_.post([h = std::move(h)] { h(errc::shutting_down); });
+        std::uint64_t id = ++read_ids_;
+        read_requests_.emplace(id, std::move(h));
+        core_->read_index(id);
+        kick();
+    }
+
+    /// Asks the leader to hand leadership to `to` (TimeoutNow once it is caught up).
+    bool transfer_leader(node_id to) {
+        bool ok = core_->transfer_leader(to);
+        kick();
+        return ok;
+    }
+
+    const raft::core& core() const { return *core_; }
+    Transport& net() noexcept { return transport_; }
+    StateMachine& state_machine() noexcept { return sm_; }
+    bool running() const noexcept { return core_.has_value() && !stopped_; }
+
+private:
+    struct proposal {
+        index_t index;
+        term_t term;
+        propose_handler handler;
+    };
+
+    void post_error(propose_handler h, errc e) {
+        transport_.post([h = std::move(h), e] { h(e, result_type{}); });
+    }
+
+    void schedule_tick() {
+        transport_.after(opts_.tick, [this] {
+            if (stopped_) return;
+            core_->tick();
+            kick();
+            schedule_tick();
+        });
+    }
+
+    /// Processes the core's output once at the end of this turn, however many inputs came.
+    void kick() {
+        if (kicked_ || stopped_) return;
+        kicked_ = true;
+        transport_.post([this] {
+            kicked_ = false;
+            process();
+        });
+    }
+
+    void process() {
+        if (persisting_ || stopped_ || !core_->has_ready()) return;
+        ready r = core_->take_ready();
+        if (opts_.on_ready) opts_.on_ready(r);
+        for (auto& m : r.messages) transport_.send(std::move(m));
+        r.messages.clear();
+        handle_reads(r.reads);
+        if (!r.needs_persist()) return finish(std::move(r));
+        if (r.snap) storage_.reset_to_snapshot(*r.snap);
+        if (!r.entries.empty()) storage_.append(r.entries);
+        if (r.hs) storage_.save_hard_state(*r.hs);
+        persisting_ = true;
+        auto shared = std::make_shared<ready>(std::move(r));
+        storage_.sync([this, shared] {
+            persisting_ = false;
+            if (!stopped_) finish(std::move(*shared));
+        });
+    }
+
+    void finish(ready r) {
+        core_->persisted(r);
+        if (r.snap) {
+            sm_.restore(*r.snap->data);
+            fail_proposals_up_to(r.snap->meta.index);
+        }
+        for (auto& m : r.after_persist) transport_.send(std::move(m));
+        apply();
+        if (core_->has_ready()) kick();
+    }
+
+    void apply() {
+        auto ents = core_->to_apply();
+        if (ents.empty()) return;
+        for (const entry& e : ents) {
+            if (opts_.on_apply) opts_.on_apply(e);
+            if (e.type != entry_type::normal) continue;
+            result_type result = sm_.apply(e);
+            while (!proposals_.empty() && proposals_.front().index < e.index) {
+                proposals_.front().handler(errc::dropped, result_type{});
+                proposals_.pop_front();
+            }
+            if (!proposals_.empty() && proposals_.front().index == e.index) {
+                proposal p = std::move(proposals_.front());
+                proposals_.pop_front();
+                if (p.term == e.term) p.handler({}, std::move(result));
+                else p.handler(errc::dropped, result_type{});
+            }
+        }
+        index_t last = ents.back().index;
+        core_->applied_to(last);
+        serve_reads();
+        maybe_snapshot();
+    }
+
+    void fail_proposals_up_to(index_t i) {
+        // Their entries were replaced by a snapshot from the leader: outcome unknown here.
+        while (!proposals_.empty() && proposals_.front().index <= i) {
+            proposals_.front().handler(errc::dropped, result_type{});
+            proposals_.pop_front();
+        }
+        serve_reads();
+    }
+
+    void maybe_snapshot() {
+        const auto& log = core_->log();
+        if (log.applied() - log.snap().meta.index < opts_.snapshot_entries) return;
+        auto image = std::make_shared<const std::string>(sm_.snapshot());
+        core_->compact(log.applied(), std::move(image));
+        storage_.save_snapshot(core_->log().snap());
+    }
+
+    void handle_reads(std::vector<read_state>& reads) {
+        for (auto& rs : reads) {
+            auto it = read_requests_.find(rs.request);
+            if (it == read_requests_.end()) continue;
+            read_handler h = std::move(it->second);
+            read_requests_.erase(it);
+            if (rs.index == 0) {
+                h(errc::not_leader);
+                continue;
+            }
+            read_waiters_.emplace(rs.index, std::move(h));
+        }
+        serve_reads();
+    }
+
+    void serve_reads() {
+        index_t applied = core_->log().applied();
+        while (!read_waiters_.empty() && read_waiters_.begin()->first <= applied) {
+            read_handler h = std::move(read_waiters_.begin()->second);
+            read_waiters_.erase(read_waiters_.begin());
+            h({});
+        }
+    }
+
+    Transport& transport_;
+    Storage& storage_;
+    StateMachine& sm_;
+    options opts_;
+    std::optional<raft::core> core_;
+    bool kicked_ = false;
+    bool persisting_ = false;
+    bool stopped_ = false;
+    std::deque<proposal> proposals_;
+    std::uint64_t read_ids_ = 0;
+    std::unordered_map<std::uint64_t, read_handler> read_requests_;
+    std::multimap<index_t, read_handler> read_waiters_;
+};
+
+}  // namespace raregistry::raft

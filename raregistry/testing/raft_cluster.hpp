@@ -1,0 +1,549 @@
+#pragma once
+// testing::raft_cluster — a whole Raft cluster in the simulator, with its safety checkers.
+//
+// Runs real raft::node objects over sim::endpoint and sim::storage, injects faults from
+// the seed, and checks Raft's promises as it goes:
+//   election safety      — at most one leader per term (checked after every event);
+//   log matching         — entries with equal index and term are equal, and so are their
+//                          predecessors (checked on every entry handed to storage);
+//   leader completeness  — a new leader holds every entry applied anywhere so far;
+//   state-machine safety — every node applies the same entry at each index;
+//   one vote per term    — no node grants votes to two candidates in one term, even
+//                          across crashes that lose unsynced writes;
+//   durability           — every acknowledged proposal stays applied at its index.
+// Violations are collected as readable strings; a run is reproduced by its seed.
+// Single-threaded, like the simulator it runs on.
+
+#include <raregistry/raft/node.hpp>
+#include <raregistry/storage/sim.hpp>
+#include <raregistry/transport/sim.hpp>
+
+#include <cstdio>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+namespace raregistry::testing {
+
+inline std::uint64_t fnv1a(std::string_view s, std::uint64_t h = 14695981039346656037ull) noexcept {
+    for (unsigned char c : s) {
+        h ^= c;
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+/// A state machine for Raft tests: applies opaque commands and fingerprints their order.
+class log_machine {
+public:
+    using result_type = std::uint64_t;  ///< commands applied so far, this one included
+
+    result_type apply(const raft::entry& e) {
+        if (e.data.empty()) return count_;  // a leader's no-op
+        ++count_;
+        hash_ = fnv1a(e.data, hash_ ^ e.index);
+        return count_;
+    }
+    std::string snapshot() const {
+        std::string s(16, '\0');
+        for (int i = 0; i < 8; ++i) {
+            s[static_cast<std::size_t>(i)] = static_cast<char>(count_ >> (8 * i));
+            s[static_cast<std::size_t>(8 + i)] = static_cast<char>(hash_ >> (8 * i));
+        }
+        return s;
+    }
+    void restore(std::string_view image) {
+        RR_ASSERT(image.size() == 16);
+        count_ = hash_ = 0;
+        for (int i = 0; i < 8; ++i) {
+            count_ |= std::uint64_t(static_cast<unsigned char>(image[static_cast<std::size_t>(i)])) << (8 * i);
+            hash_ |= std::uint64_t(static_cast<unsigned char>(image[static_cast<std::size_t>(8 + i)])) << (8 * i);
+        }
+    }
+    std::uint64_t count() const noexcept { return count_; }
+    std::uint64_t hash() const noexcept { return hash_; }
+
+private:
+    std::uint64_t count_ = 0;
+    std::uint64_t hash_ = 0;
+};
+
+/// Fault kinds the cluster may inject, as bits.
+namespace faults {
+inline constexpr unsigned crash = 1u << 0;      ///< kill a node, restart it later
+inline constexpr unsigned partition = 1u << 1;  ///< split the nodes into two sides
+inline constexpr unsigned one_way = 1u << 2;    ///< cut one direction of one link
+inline constexpr unsigned loss = 1u << 3;       ///< drop messages at random
+inline constexpr unsigned duplicate = 1u << 4;  ///< deliver some messages twice
+inline constexpr unsigned reorder = 1u << 5;    ///< widen latency spread, reordering messages
+inline constexpr unsigned skew = 1u << 6;       ///< run some clocks fast or slow
+inline constexpr unsigned torn = 1u << 7;       ///< a crash keeps a random prefix of unsynced writes
+inline constexpr unsigned all = 0xff;
+inline constexpr unsigned none = 0;
+
+/// Parses "all", "none" or a comma list of the names above; nullopt on an unknown name.
+inline std::optional<unsigned> parse(std::string_view s) {
+    if (s == "all") return all;
+    if (s == "none") return none;
+    unsigned mask = 0;
+    while (!s.empty()) {
+        auto comma = s.find(',');
+        std::string_view w = s.substr(0, comma);
+        if (w == "crash") mask |= crash;
+        else if (w == "partition") mask |= partition;
+        else if (w == "one_way") mask |= one_way;
+        else if (w == "loss") mask |= loss;
+        else if (w == "duplicate") mask |= duplicate;
+        else if (w == "reorder") mask |= reorder;
+        else if (w == "skew") mask |= skew;
+        else if (w == "torn") mask |= torn;
+        else return std::nullopt;
+        s = comma == std::string_view::npos ? std::string_view{} : s.substr(comma + 1);
+    }
+    return mask;
+}
+}  // namespace faults
+
+struct cluster_options {
+    int nodes = 3;
+    std::uint64_t seed = 1;
+    sim::time_us tick_us = 10'000;
+    int election_ticks = 10;
+    raft::index_t snapshot_entries = 64;
+    std::size_t snapshot_chunk_bytes = 256;
+    std::size_t max_inflight_appends = 16;
+    sim::time_us sync_min_us = 50;
+    sim::time_us sync_max_us = 800;
+    /// Called for every event of interest, for timelines (empty = quiet).
+    std::function<void(const std::string&)> trace;
+};
+
+class raft_cluster {
+public:
+    using node_type = raft::node<sim::endpoint, sim::storage, log_machine>;
+
+    struct member {
+        raft::node_id id = 0;
+        std::unique_ptr<sim::endpoint> net;
+        std::unique_ptr<sim::storage> disk;
+        std::unique_ptr<log_machine> sm;
+        std::unique_ptr<node_type> node;
+        raft::role last_role = raft::role::follower;
+        raft::term_t last_term = 0;
+    };
+
+    explicit raft_cluster(cluster_options o) : opts_(std::move(o)), sim_(opts_.seed) {
+        raft::configuration conf;
+        for (int i = 1; i <= opts_.nodes; ++i) conf.voters.push_back(static_cast<raft::node_id>(i));
+        sim_.set_send_observer([this](const raft::message& m) { observe_send(m); });
+        for (int i = 1; i <= opts_.nodes; ++i) {
+            auto& m = members_.emplace_back();
+            m.id = static_cast<raft::node_id>(i);
+            m.net = std::make_unique<sim::endpoint>(sim_, m.id);
+            m.disk = std::make_unique<sim::storage>(sim_, m.id, conf);
+            m.disk->set_sync_latency(opts_.sync_min_us, opts_.sync_max_us);
+            boot(m);
+        }
+    }
+
+    sim::simulator& sim() noexcept { return sim_; }
+    std::vector<member>& members() noexcept { return members_; }
+    member& at(raft::node_id id) { return members_[static_cast<std::size_t>(id - 1)]; }
+    const std::vector<std::string>& violations() const noexcept { return violations_; }
+    bool ok() const noexcept { return violations_.empty(); }
+    std::uint64_t acknowledged() const noexcept { return acked_.size(); }
+
+    // ---- faults -------------------------------------------------------------------------
+
+    void crash(raft::node_id id) {
+        member& m = at(id);
+        if (!m.node) return;
+        note("crash n" + std::to_string(id));
+        sim_.crash(id);
+        m.disk->crash();
+        m.node.reset();
+        m.sm.reset();
+    }
+    void restart(raft::node_id id) {
+        member& m = at(id);
+        if (m.node) return;
+        note("restart n" + std::to_string(id));
+        sim_.restart(id);
+        boot(m);
+    }
+    /// Ends every fault: restarts the dead, heals the network, fixes links and clocks.
+    void calm() {
+        for (auto& m : members_) restart(m.id);
+        sim_.heal();
+        sim_.reset_links();
+        sim_.default_faults() = sim::link_faults{};
+        for (auto& m : members_) sim_.set_clock(m.id, 1.0);
+    }
+
+    // ---- running ------------------------------------------------------------------------
+
+    /// Runs until virtual time `t`, checking safety after every event.
+    void run_until(sim::time_us t) {
+        while (sim_.step_until(t)) check_step();
+        sim_.run_until(t);
+    }
+    void run_for(sim::time_us d) { run_until(sim_.now() + d); }
+    /// Runs until `pred` holds or `limit` passes; true when it held.
+    template <class Pred>
+    bool run_until_true(Pred pred, sim::time_us limit) {
+        sim::time_us end = sim_.now() + limit;
+        while (!pred()) {
+            if (!sim_.step_until(end)) return pred();
+            check_step();
+        }
+        return true;
+    }
+
+    /// The live node that believes it leads in the highest term, if any.
+    member* leader() {
+        member* best = nullptr;
+        for (auto& m : members_)
+            if (m.node && m.node->core().is_leader() &&
+                (!best || m.node->core().term() > best->node->core().term()))
+                best = &m;
+        return best;
+    }
+
+    /// Proposes `data` on node `id`; acknowledged proposals are tracked for durability.
+    void propose(raft::node_id id, std::string data) {
+        member& m = at(id);
+        if (!m.node) return;
+        m.node->propose(data, [this, data](std::error_code ec, std::uint64_t) {
+            if (!ec) pending_ack_check_.push_back(data);
+        });
+    }
+
+    /// A steady stream of commands to whoever leads, every `period_us`, until `until`.
+    void start_clients(sim::time_us period_us, sim::time_us until) {
+        sim_.schedule(sim_.now() + period_us, raft::no_node, [this, period_us, until] {
+            if (member* l = leader()) propose(l->id, "cmd-" + std::to_string(++commands_));
+            else if (!members_.empty()) {
+                auto& m = members_[sim_.rng().below(members_.size())];
+                propose(m.id, "cmd-" + std::to_string(++commands_));  // likely refused
+            }
+            if (sim_.now() + period_us < until) start_clients(period_us, until);
+        });
+    }
+
+    /// Injects random faults of the kinds in `mask` until `until`.
+    void start_faults(unsigned mask, sim::time_us until) {
+        if (mask == faults::none) return;
+        sim::time_us gap = sim_.rng().between(20'000, 250'000);
+        sim_.schedule(sim_.now() + gap, raft::no_node, [this, mask, until] {
+            if (sim_.now() >= until) return;
+            inject(mask);
+            start_faults(mask, until);
+        });
+    }
+
+    /// After calm(): a leader must be elected and a fresh command committed within `bound`.
+    /// Returns the time it took, or nullopt (and a violation) when it did not happen.
+    std::optional<sim::time_us> check_liveness(sim::time_us bound) {
+        sim::time_us start = sim_.now();
+        std::string probe = "liveness-" + std::to_string(sim_.now());
+        auto committed = std::make_shared<bool>(false);
+        bool proposed_now = false;
+        sim::time_us retry_at = 0;
+        bool ok = run_until_true(
+            [&] {
+                if (*committed) return true;
+                member* l = leader();
+                if (l && (!proposed_now || sim_.now() >= retry_at)) {
+                    proposed_now = true;
+                    retry_at = sim_.now() + 50 * opts_.tick_us;
+                    l->node->propose(probe, [committed](std::error_code ec, std::uint64_t) {
+                        if (!ec) *committed = true;
+                    });
+                }
+                return false;
+            },
+            bound);
+        if (!ok) {
+            violation("liveness: no leader committed a command within " + std::to_string(bound / 1000) +
+                      " ms after faults stopped");
+            return std::nullopt;
+        }
+        return sim_.now() - start;
+    }
+
+    /// Final checks: every acknowledged command is applied where it was acknowledged.
+    void check_final() { check_acks(); }
+
+    /// Applied-state fingerprints of the live nodes (equal once they have caught up).
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> fingerprints() const {
+        std::vector<std::pair<std::uint64_t, std::uint64_t>> out;
+        for (auto& m : members_)
+            if (m.sm) out.push_back({m.sm->count(), m.sm->hash()});
+        return out;
+    }
+
+    /// One line per node: role, term, log positions, state-machine fingerprint.
+    std::string describe() const {
+        std::string out;
+        for (auto& m : members_) {
+            out += "n" + std::to_string(m.id);
+            if (!m.node) {
+                out += " down; ";
+                continue;
+            }
+            const auto& c = m.node->core();
+            const auto& l = c.log();
+            out += " " + std::string(to_string(c.state())) + " term=" + std::to_string(c.term()) +
+                   " last=" + std::to_string(l.last_index()) + " commit=" + std::to_string(l.committed()) +
+                   " applied=" + std::to_string(l.applied()) + " snap=" + std::to_string(l.snap().meta.index) +
+                   " sm=" + std::to_string(m.sm->count()) + "; ";
+        }
+        return out;
+    }
+
+private:
+    void boot(member& m) {
+        node_type::options o;
+        o.raft.election_ticks = opts_.election_ticks;
+        o.raft.heartbeat_ticks = 1;
+        o.raft.seed = opts_.seed * 0x9e3779b97f4a7c15ull + sim_.incarnation(m.id);
+        o.raft.snapshot_chunk_bytes = opts_.snapshot_chunk_bytes;
+        o.raft.max_inflight_appends = opts_.max_inflight_appends;
+        o.tick = std::chrono::microseconds(opts_.tick_us);
+        o.snapshot_entries = opts_.snapshot_entries;
+        raft::node_id id = m.id;
+        o.on_ready = [this, id](const raft::ready& r) { observe_ready(id, r); };
+        o.on_apply = [this, id](const raft::entry& e) { observe_apply(id, e); };
+        m.sm = std::make_unique<log_machine>();
+        m.node = std::make_unique<node_type>(*m.net, *m.disk, *m.sm, std::move(o));
+        m.node->start();
+        m.last_role = raft::role::follower;
+    }
+
+    void inject(unsigned mask) {
+        std::vector<unsigned> kinds;
+        for (unsigned bit = 1; bit <= faults::torn; bit <<= 1)
+            if ((mask & bit) && bit != faults::torn) kinds.push_back(bit);
+        kinds.push_back(0);  // heal
+        unsigned kind = kinds[sim_.rng().below(kinds.size())];
+        auto& rng = sim_.rng();
+        auto any = [&] { return static_cast<raft::node_id>(rng.between(1, members_.size())); };
+        switch (kind) {
+            case faults::crash: {
+                raft::node_id id = any();
+                if (at(id).node) {
+                    at(id).disk->set_torn_writes((mask & faults::torn) != 0);
+                    crash(id);
+                } else {
+                    restart(id);
+                }
+                break;
+            }
+            case faults::partition: {
+                std::vector<raft::node_id> a, b;
+                for (auto& m : members_) (rng.chance(0.5) ? a : b).push_back(m.id);
+                note("partition");
+                sim_.partition(a, b);
+                break;
+            }
+            case faults::one_way: {
+                raft::node_id x = any(), y = any();
+                if (x != y) {
+                    note("cut n" + std::to_string(x) + " -> n" + std::to_string(y));
+                    sim_.cut(x, y);
+                }
+                break;
+            }
+            case faults::loss: sim_.default_faults().loss = static_cast<double>(rng.below(30)) / 100.0; sim_.reset_links(); break;
+            case faults::duplicate: sim_.default_faults().duplicate = static_cast<double>(rng.below(20)) / 100.0; sim_.reset_links(); break;
+            case faults::reorder: sim_.default_faults().max_latency_us = rng.between(150, 8'000); sim_.reset_links(); break;
+            case faults::skew: sim_.set_clock(any(), 0.9 + static_cast<double>(rng.below(21)) / 100.0); break;
+            default:
+                note("heal");
+                sim_.heal();
+                for (auto& m : members_)
+                    if (!m.node && rng.chance(0.7)) restart(m.id);
+                break;
+        }
+    }
+
+    void note(const std::string& what) {
+        if (opts_.trace) opts_.trace(what);
+    }
+
+    void violation(std::string what) {
+        if (violations_.size() < 20) violations_.push_back(std::move(what));
+    }
+
+    void check_step() {
+        for (auto& m : members_) {
+            if (!m.node) continue;
+            const raft::core& c = m.node->core();
+            if (c.state() != m.last_role || c.term() != m.last_term) {
+                m.last_role = c.state();
+                m.last_term = c.term();
+                if (c.is_leader()) {
+                    auto [it, fresh] = leaders_.try_emplace(c.term(), m.id);
+                    if (!fresh && it->second != m.id)
+                        violation("election safety: n" + std::to_string(it->second) + " and n" +
+                                  std::to_string(m.id) + " both lead term " + std::to_string(c.term()));
+                    if (fresh) {
+                        note("n" + std::to_string(m.id) + " becomes leader of term " + std::to_string(c.term()));
+                        check_leader_completeness(m);
+                    }
+                }
+            }
+        }
+        if (!pending_ack_check_.empty()) check_acks();
+    }
+
+    void check_leader_completeness(const member& m) {
+        const auto& log = m.node->core().log();
+        for (raft::index_t i = 1; i < applied_.size(); ++i) {
+            if (!applied_[i].known) continue;
+            if (i < log.snap().meta.index) continue;  // covered by the snapshot
+            auto t = log.term(i);
+            if (!t || *t != applied_[i].term) {
+                violation("leader completeness: leader n" + std::to_string(m.id) + " of term " +
+                          std::to_string(m.node->core().term()) + " lacks applied entry " + std::to_string(i));
+                return;
+            }
+        }
+    }
+
+    void observe_ready(raft::node_id id, const raft::ready& r) {
+        if (r.entries.empty()) return;
+        const auto& log = at(id).node->core().log();
+        auto prev = log.term(r.entries.front().index - 1);
+        std::optional<raft::term_t> prev_term = prev;
+        for (const auto& e : r.entries) {
+            std::uint64_t h = fnv1a(e.data, static_cast<std::uint64_t>(e.type));
+            auto [it, fresh] = seen_.try_emplace(key(e.index, e.term), seen_entry{h, prev_term.value_or(~0ull)});
+            if (!fresh) {
+                if (it->second.hash != h)
+                    violation("log matching: two different entries at index " + std::to_string(e.index) +
+                              " term " + std::to_string(e.term));
+                if (prev_term && it->second.prev_term != ~0ull && it->second.prev_term != *prev_term)
+                    violation("log matching: entry " + std::to_string(e.index) + " term " + std::to_string(e.term) +
+                              " follows different predecessors on n" + std::to_string(id));
+            }
+            prev_term = e.term;
+        }
+    }
+
+    void observe_apply(raft::node_id id, const raft::entry& e) {
+        if (applied_.size() <= e.index) applied_.resize(e.index + 1);
+        auto& slot = applied_[e.index];
+        std::uint64_t h = fnv1a(e.data, static_cast<std::uint64_t>(e.type));
+        if (!slot.known) {
+            slot = applied_slot{true, e.term, h};
+            if (!e.data.empty()) by_data_[e.data] = e.index;
+        } else if (slot.term != e.term || slot.hash != h) {
+            violation("state machine safety: n" + std::to_string(id) + " applied a different entry at index " +
+                      std::to_string(e.index));
+        }
+    }
+
+    void observe_send(const raft::message& m) {
+        if (m.type != raft::message_type::vote_resp || m.reject) return;
+        auto [it, fresh] = votes_.try_emplace(key(m.from, m.term), m.to);
+        if (!fresh && it->second != m.to)
+            violation("double vote: n" + std::to_string(m.from) + " voted for n" + std::to_string(it->second) +
+                      " and n" + std::to_string(m.to) + " in term " + std::to_string(m.term));
+    }
+
+    /// An acknowledged command was applied (the leader applies before it acknowledges); from
+    /// then on state-machine safety guarantees no node applies anything else at its index.
+    void check_acks() {
+        for (auto& data : pending_ack_check_) {
+            if (!by_data_.count(data))
+                violation("durability: acknowledged command '" + data + "' was never applied");
+            acked_.push_back(std::move(data));
+        }
+        pending_ack_check_.clear();
+    }
+
+    using key_type = std::pair<std::uint64_t, std::uint64_t>;
+    static key_type key(std::uint64_t a, std::uint64_t b) noexcept { return {a, b}; }
+    struct key_hash {
+        std::size_t operator()(const key_type& k) const noexcept {
+            return static_cast<std::size_t>(k.first * 0x9e3779b97f4a7c15ull ^ (k.second + 0x632be59bd9b4e019ull));
+        }
+    };
+
+    struct seen_entry {
+        std::uint64_t hash;
+        raft::term_t prev_term;
+    };
+    struct applied_slot {
+        bool known = false;
+        raft::term_t term = 0;
+        std::uint64_t hash = 0;
+    };
+
+    cluster_options opts_;
+    sim::simulator sim_;
+    std::vector<member> members_;
+    std::vector<std::string> violations_;
+    std::map<raft::term_t, raft::node_id> leaders_;
+    std::unordered_map<key_type, seen_entry, key_hash> seen_;
+    std::unordered_map<key_type, raft::node_id, key_hash> votes_;
+    std::vector<applied_slot> applied_;
+    std::unordered_map<std::string, raft::index_t> by_data_;
+    std::vector<std::string> acked_;
+    std::vector<std::string> pending_ack_check_;
+    std::uint64_t commands_ = 0;
+};
+
+/// One seed's run: random faults with a client load, then calm, then liveness and
+/// convergence checks.
+struct seed_result {
+    std::uint64_t seed = 0;
+    std::vector<std::string> violations;
+    std::uint64_t trace_hash = 0;
+    std::uint64_t acknowledged = 0;
+    sim::time_us recovery_us = 0;  ///< from calm to the first new commit
+};
+
+struct seed_plan {
+    int nodes = 3;
+    unsigned faults = faults::all;
+    sim::time_us fault_phase_us = 2'000'000;
+    sim::time_us client_period_us = 5'000;
+    sim::time_us liveness_bound_us = 5'000'000;
+    std::function<void(const std::string&)> trace;
+};
+
+inline seed_result run_seed(std::uint64_t seed, const seed_plan& plan) {
+    cluster_options o;
+    o.nodes = plan.nodes;
+    o.seed = seed;
+    o.trace = plan.trace;
+    raft_cluster c(o);
+    c.start_clients(plan.client_period_us, plan.fault_phase_us);
+    c.start_faults(plan.faults, plan.fault_phase_us);
+    c.run_until(plan.fault_phase_us);
+    c.calm();
+    seed_result r;
+    r.seed = seed;
+    if (auto t = c.check_liveness(plan.liveness_bound_us)) r.recovery_us = *t;
+    // Let every follower catch up, then all replicas must hold the same state.
+    c.run_for(1'000'000);
+    c.check_final();
+    r.violations = c.violations();
+    auto prints = c.fingerprints();
+    for (auto& p : prints)
+        if (p != prints.front()) {
+            r.violations.push_back("convergence: replicas differ after healing: " + c.describe());
+            break;
+        }
+    r.trace_hash = c.sim().trace_hash();
+    r.acknowledged = c.acknowledged();
+    return r;
+}
+
+}  // namespace raregistry::testing
