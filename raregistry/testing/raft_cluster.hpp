@@ -116,10 +116,13 @@ struct cluster_options {
     raft::index_t snapshot_entries = 64;
     std::size_t snapshot_chunk_bytes = 256;
     std::size_t max_inflight_appends = 16;
+    std::size_t max_append_entries = 4096;
     sim::time_us sync_min_us = 50;
     sim::time_us sync_max_us = 800;
     /// Called for every event of interest, for timelines (empty = quiet).
     std::function<void(const std::string&)> trace;
+    /// Safety checkers on (off only to measure the raw cost of consensus).
+    bool checks = true;
 };
 
 class raft_cluster {
@@ -139,7 +142,7 @@ public:
     explicit raft_cluster(cluster_options o) : opts_(std::move(o)), sim_(opts_.seed) {
         raft::configuration conf;
         for (int i = 1; i <= opts_.nodes; ++i) conf.voters.push_back(static_cast<raft::node_id>(i));
-        sim_.set_send_observer([this](const raft::message& m) { observe_send(m); });
+        if (opts_.checks) sim_.set_send_observer([this](const raft::message& m) { observe_send(m); });
         for (int i = 1; i <= opts_.nodes; ++i) {
             auto& m = members_.emplace_back();
             m.id = static_cast<raft::node_id>(i);
@@ -177,6 +180,8 @@ public:
     }
     /// Ends every fault: restarts the dead, heals the network, fixes links and clocks.
     void calm() {
+        calm_ = true;
+        fault_mask_ = faults::none;
         for (auto& m : members_) restart(m.id);
         sim_.heal();
         sim_.reset_links();
@@ -188,7 +193,7 @@ public:
 
     /// Runs until virtual time `t`, checking safety after every event.
     void run_until(sim::time_us t) {
-        while (sim_.step_until(t)) check_step();
+        while (!runaway() && sim_.step_until(t)) check_step();
         sim_.run_until(t);
     }
     void run_for(sim::time_us d) { run_until(sim_.now() + d); }
@@ -197,7 +202,7 @@ public:
     bool run_until_true(Pred pred, sim::time_us limit) {
         sim::time_us end = sim_.now() + limit;
         while (!pred()) {
-            if (!sim_.step_until(end)) return pred();
+            if (runaway() || !sim_.step_until(end)) return pred();
             check_step();
         }
         return true;
@@ -236,10 +241,11 @@ public:
 
     /// Injects random faults of the kinds in `mask` until `until`.
     void start_faults(unsigned mask, sim::time_us until) {
+        fault_mask_ = mask;
         if (mask == faults::none) return;
         sim::time_us gap = sim_.rng().between(20'000, 250'000);
         sim_.schedule(sim_.now() + gap, raft::no_node, [this, mask, until] {
-            if (sim_.now() >= until) return;
+            if (sim_.now() >= until || calm_) return;
             inject(mask);
             start_faults(mask, until);
         });
@@ -313,11 +319,14 @@ private:
         o.raft.seed = opts_.seed * 0x9e3779b97f4a7c15ull + sim_.incarnation(m.id);
         o.raft.snapshot_chunk_bytes = opts_.snapshot_chunk_bytes;
         o.raft.max_inflight_appends = opts_.max_inflight_appends;
+        o.raft.max_append_entries = opts_.max_append_entries;
         o.tick = std::chrono::microseconds(opts_.tick_us);
         o.snapshot_entries = opts_.snapshot_entries;
         raft::node_id id = m.id;
-        o.on_ready = [this, id](const raft::ready& r) { observe_ready(id, r); };
-        o.on_apply = [this, id](const raft::entry& e) { observe_apply(id, e); };
+        if (opts_.checks) {
+            o.on_ready = [this, id](const raft::ready& r) { observe_ready(id, r); };
+            o.on_apply = [this, id](const raft::entry& e) { observe_apply(id, e); };
+        }
         m.sm = std::make_unique<log_machine>();
         m.node = std::make_unique<node_type>(*m.net, *m.disk, *m.sm, std::move(o));
         m.node->start();
@@ -335,12 +344,24 @@ private:
         switch (kind) {
             case faults::crash: {
                 raft::node_id id = any();
-                if (at(id).node) {
-                    at(id).disk->set_torn_writes((mask & faults::torn) != 0);
-                    crash(id);
-                } else {
+                if (!at(id).node) {
                     restart(id);
+                    break;
                 }
+                // Half the time the crash hits a few milliseconds later, inside the windows
+                // right after an election or a vote; sometimes a restart follows at once.
+                sim::time_us delay = rng.chance(0.5) ? rng.between(0, 3'000) : 0;
+                bool quick_restart = rng.chance(0.3);
+                bool torn = (mask & faults::torn) != 0;
+                sim_.schedule(sim_.now() + delay, raft::no_node, [this, id, quick_restart, torn] {
+                    if (!at(id).node || calm_) return;
+                    at(id).disk->set_torn_writes(torn);
+                    crash(id);
+                    if (quick_restart) {
+                        sim_.schedule(sim_.now() + sim_.rng().between(1'000, 30'000), raft::no_node,
+                                      [this, id] { if (!calm_) restart(id); });
+                    }
+                });
                 break;
             }
             case faults::partition: {
@@ -371,6 +392,37 @@ private:
         }
     }
 
+    /// Targeted crashes: a node that just granted a vote or acknowledged entries sometimes
+    /// dies within its next fsync window, before or after its write is durable. This is
+    /// where persistence-ordering bugs live, and random crashes seldom land there.
+    void maybe_crash_after(const raft::message& m) {
+        if (!(fault_mask_ & faults::crash) || calm_) return;
+        bool interesting = (m.type == raft::message_type::vote_resp && !m.reject) ||
+                           (m.type == raft::message_type::append_resp && !m.reject) ||
+                           m.type == raft::message_type::vote;
+        if (!interesting || !sim_.rng().chance(0.02)) return;
+        raft::node_id id = m.from;
+        sim::time_us delay = sim_.rng().between(0, 2 * opts_.sync_max_us);
+        bool torn = (fault_mask_ & faults::torn) != 0;
+        sim_.schedule(sim_.now() + delay, raft::no_node, [this, id, torn] {
+            if (!at(id).node || calm_) return;
+            at(id).disk->set_torn_writes(torn);
+            crash(id);
+            sim_.schedule(sim_.now() + sim_.rng().between(0, 20'000), raft::no_node, [this, id] {
+                if (!calm_) restart(id);
+            });
+        });
+    }
+
+    /// A run that needs this many events is stuck in a message storm: stop and say so.
+    static constexpr std::uint64_t max_events_per_run = 20'000'000;
+    bool runaway() {
+        if (sim_.events_run() < max_events_per_run) return false;
+        if (!runaway_) violation("runaway: more than " + std::to_string(max_events_per_run) + " events");
+        runaway_ = true;
+        return true;
+    }
+
     void note(const std::string& what) {
         if (opts_.trace) opts_.trace(what);
     }
@@ -380,6 +432,7 @@ private:
     }
 
     void check_step() {
+        if (!opts_.checks) return;
         for (auto& m : members_) {
             if (!m.node) continue;
             const raft::core& c = m.node->core();
@@ -449,6 +502,7 @@ private:
     }
 
     void observe_send(const raft::message& m) {
+        maybe_crash_after(m);
         if (m.type != raft::message_type::vote_resp || m.reject) return;
         auto [it, fresh] = votes_.try_emplace(key(m.from, m.term), m.to);
         if (!fresh && it->second != m.to)
@@ -497,6 +551,9 @@ private:
     std::vector<std::string> acked_;
     std::vector<std::string> pending_ack_check_;
     std::uint64_t commands_ = 0;
+    bool calm_ = false;
+    bool runaway_ = false;
+    unsigned fault_mask_ = faults::none;
 };
 
 /// One seed's run: random faults with a client load, then calm, then liveness and
@@ -523,6 +580,17 @@ inline seed_result run_seed(std::uint64_t seed, const seed_plan& plan) {
     o.nodes = plan.nodes;
     o.seed = seed;
     o.trace = plan.trace;
+    if (plan.faults != faults::none) {
+        // Each seed also draws its own tuning, so that windows which hide bugs at the
+        // defaults (slow fsyncs, one entry per append, tiny snapshots) get explored.
+        detail::rng tune(seed ^ 0x5eedf00dull);
+        o.sync_max_us = tune.chance(0.3) ? tune.between(2'000, 30'000) : o.sync_max_us;
+        o.max_append_entries = tune.chance(0.3) ? tune.between(1, 3) : o.max_append_entries;
+        if (o.max_append_entries > 3)  // both at once would be too slow to meet the liveness bound
+            o.max_inflight_appends = tune.chance(0.3) ? tune.between(1, 4) : o.max_inflight_appends;
+        o.snapshot_entries = tune.chance(0.3) ? tune.between(8, 32) : o.snapshot_entries;
+        o.election_ticks = static_cast<int>(tune.between(5, 15));
+    }
     raft_cluster c(o);
     c.start_clients(plan.client_period_us, plan.fault_phase_us);
     c.start_faults(plan.faults, plan.fault_phase_us);

@@ -6,6 +6,8 @@
 
 #include <raregistry/testing/raft_cluster.hpp>
 
+#include "readme_example.hpp"
+
 #include <string>
 
 using namespace raregistry;
@@ -67,4 +69,8 @@ TEST_CASE("fault names parse, and unknown ones are refused") {
     CHECK(faults::parse("all") == faults::all);
     CHECK(faults::parse("crash,partition") == (faults::crash | faults::partition));
     CHECK(!faults::parse("crash,meteor").has_value());
+}
+
+TEST_CASE("the README's example runs and commits on every replica") {
+    CHECK(readme_example() == 5);
 }
