@@ -404,13 +404,21 @@ private:
         raft::node_id id = m.from;
         sim::time_us delay = sim_.rng().between(0, 2 * opts_.sync_max_us);
         bool torn = (fault_mask_ & faults::torn) != 0;
-        sim_.schedule(sim_.now() + delay, raft::no_node, [this, id, torn] {
-            if (!at(id).node || calm_) return;
-            at(id).disk->set_torn_writes(torn);
-            crash(id);
-            sim_.schedule(sim_.now() + sim_.rng().between(0, 20'000), raft::no_node, [this, id] {
-                if (!calm_) restart(id);
-            });
+        // Half the time the peer it answered dies with it (a leader right after counting an
+        // acknowledgement, a candidate right after a vote): the survivors must then agree
+        // without either of them.
+        raft::node_id also = sim_.rng().chance(0.5) ? m.to : raft::no_node;
+        sim_.schedule(sim_.now() + delay, raft::no_node, [this, id, also, torn] {
+            if (calm_) return;
+            for (raft::node_id victim : {id, also}) {
+                if (victim == raft::no_node || !at(victim).node) continue;
+                at(victim).disk->set_torn_writes(torn);
+                crash(victim);
+                sim::time_us down = victim == id ? sim_.rng().between(0, 20'000) : sim_.rng().between(50'000, 500'000);
+                sim_.schedule(sim_.now() + down, raft::no_node, [this, victim] {
+                    if (!calm_) restart(victim);
+                });
+            }
         });
     }
 
