@@ -48,8 +48,7 @@ inline std::uint32_t crc32c(const void* p, std::size_t n, std::uint32_t crc = 0)
     return ~crc;
 }
 
-inline std::uint32_t crc32c(std::string_view s, std::uint32_t crc = 0) noexcept {
-    return crc32c(s.data(), s.size(), crc);
-}
+/// The CRC32C of `s` (to extend a running value, use the pointer form).
+inline std::uint32_t crc32c(std::string_view s) noexcept { return crc32c(s.data(), s.size()); }
 
 }  // namespace raregistry::detail

@@ -28,7 +28,7 @@
 
 namespace raregistry::raft {
 
-template <transport Transport, storage Storage, state_machine StateMachine>
+template <raft_transport Transport, raft_storage Storage, raft_state_machine StateMachine>
 class node {
 public:
     using result_type = typename StateMachine::result_type;

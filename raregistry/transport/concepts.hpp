@@ -20,7 +20,7 @@
 namespace raregistry {
 
 template <class T>
-concept transport = requires(T& t, raft::message m, std::function<void()> f,
+concept raft_transport = requires(T& t, raft::message m, std::function<void()> f,
                              std::function<void(raft::message)> receiver, typename T::duration d) {
     { t.self() } -> std::convertible_to<raft::node_id>;
     t.send(std::move(m));
@@ -31,7 +31,7 @@ concept transport = requires(T& t, raft::message m, std::function<void()> f,
 };
 
 template <class S>
-concept storage = requires(S& s, std::span<const raft::entry> ents, const raft::hard_state& hs,
+concept raft_storage = requires(S& s, std::span<const raft::entry> ents, const raft::hard_state& hs,
                            const raft::snapshot& snap, std::function<void()> done) {
     { s.load() } -> std::convertible_to<raft::persisted_state>;
     s.append(ents);              // replaces any stored entry at or after ents.front().index
@@ -42,7 +42,7 @@ concept storage = requires(S& s, std::span<const raft::entry> ents, const raft::
 };
 
 template <class M>
-concept state_machine = requires(M& sm, const M& csm, const raft::entry& e, std::string_view image) {
+concept raft_state_machine = requires(M& sm, const M& csm, const raft::entry& e, std::string_view image) {
     typename M::result_type;
     { sm.apply(e) } -> std::same_as<typename M::result_type>;
     { csm.snapshot() } -> std::convertible_to<std::string>;
