@@ -47,6 +47,7 @@
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <utility>
 #include <vector>
 
 #include <fcntl.h>
@@ -54,6 +55,30 @@
 #include <unistd.h>
 
 namespace raregistry::storage {
+
+namespace file_detail {
+/// Owns a file descriptor: closed on destruction, also when a constructor throws.
+class unique_fd {
+public:
+    unique_fd() = default;
+    explicit unique_fd(int fd) noexcept : fd_(fd) {}
+    unique_fd(unique_fd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
+    unique_fd& operator=(unique_fd&& o) noexcept {
+        reset(std::exchange(o.fd_, -1));
+        return *this;
+    }
+    ~unique_fd() { reset(); }
+    void reset(int fd = -1) noexcept {
+        if (fd_ >= 0) ::close(fd_);
+        fd_ = fd;
+    }
+    int get() const noexcept { return fd_; }
+    explicit operator bool() const noexcept { return fd_ >= 0; }
+
+private:
+    int fd_ = -1;
+};
+}  // namespace file_detail
 
 class file {
 public:
@@ -78,17 +103,13 @@ public:
     explicit file(options o) : opts_(std::move(o)) {
         RR_ASSERT(!opts_.dir.empty());
         std::filesystem::create_directories(opts_.dir);
-        dir_fd_ = ::open(opts_.dir.c_str(), O_RDONLY | O_DIRECTORY);
-        if (dir_fd_ < 0) throw_errno("open " + opts_.dir.string());
+        dir_fd_.reset(::open(opts_.dir.c_str(), O_RDONLY | O_DIRECTORY));
+        if (!dir_fd_) throw_errno("open " + opts_.dir.string());
         check_identity();
         recover();
     }
     file(const file&) = delete;
     file& operator=(const file&) = delete;
-    ~file() {
-        if (seg_fd_ >= 0) ::close(seg_fd_);
-        if (dir_fd_ >= 0) ::close(dir_fd_);
-    }
 
     /// What survived, as Raft needs it at start.
     raft::persisted_state load() const { return state_; }
@@ -139,8 +160,7 @@ public:
         flush_buffer();
         write_snapshot(s, generation_ + 1);
         ++generation_;
-        if (seg_fd_ >= 0) ::close(seg_fd_);
-        seg_fd_ = -1;
+        seg_fd_.reset();
         for (auto& seg : segments_) std::filesystem::remove(seg.path);
         segments_.clear();
         open_new_segment();
@@ -152,7 +172,7 @@ public:
         flush_buffer();
         if (dirty_ && opts_.fsync) {
             auto t0 = std::chrono::steady_clock::now();
-            if (::fdatasync(seg_fd_) != 0) throw_errno("fdatasync " + current_path_.string());
+            if (::fdatasync(seg_fd_.get()) != 0) throw_errno("fdatasync " + current_path_.string());
             last_fsync_ = std::chrono::steady_clock::now() - t0;
             ++fsyncs_;
         }
@@ -237,8 +257,8 @@ private:
             } else {
                 current_path_ = last.path;
                 seq_ = last.seq;
-                seg_fd_ = ::open(current_path_.c_str(), O_WRONLY | O_APPEND);
-                if (seg_fd_ < 0) throw_errno("open " + current_path_.string());
+                seg_fd_.reset(::open(current_path_.c_str(), O_WRONLY | O_APPEND));
+                if (!seg_fd_) throw_errno("open " + current_path_.string());
                 segment_size_ = std::filesystem::file_size(current_path_);
                 current_max_ = last.max_index;
             }
@@ -312,14 +332,13 @@ private:
     // ---- writing ----------------------------------------------------------------------------
 
     void open_new_segment() {
-        if (seg_fd_ >= 0) ::close(seg_fd_);
         ++seq_;
         char name[64];
         std::snprintf(name, sizeof name, "wal-%08llx-%016llx.log", (unsigned long long)generation_,
                       (unsigned long long)seq_);
         current_path_ = opts_.dir / name;
-        seg_fd_ = ::open(current_path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_TRUNC, 0644);
-        if (seg_fd_ < 0) throw_errno("create " + current_path_.string());
+        seg_fd_.reset(::open(current_path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_TRUNC, 0644));
+        if (!seg_fd_) throw_errno("create " + current_path_.string());
         segments_.push_back({current_path_, generation_, seq_, 0});
         segment_size_ = 0;
         current_max_ = 0;
@@ -329,7 +348,7 @@ private:
     void roll() {
         flush_buffer();
         if (opts_.fsync && dirty_) {
-            if (::fdatasync(seg_fd_) != 0) throw_errno("fdatasync " + current_path_.string());
+            if (::fdatasync(seg_fd_.get()) != 0) throw_errno("fdatasync " + current_path_.string());
             ++fsyncs_;
         }
         dirty_ = false;
@@ -341,7 +360,7 @@ private:
         const char* p = buffer_.data();
         std::size_t n = buffer_.size();
         while (n > 0) {
-            ssize_t w = ::write(seg_fd_, p, n);
+            ssize_t w = ::write(seg_fd_.get(), p, n);
             if (w < 0) {
                 if (errno == EINTR) continue;
                 throw_errno("write " + current_path_.string());
@@ -378,24 +397,19 @@ private:
     /// temp file, fsync, rename over the old one, fsync the directory.
     void write_atomically(const std::string& name, const std::string& content, std::string_view step) {
         auto tmp = opts_.dir / (name + ".tmp");
-        int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        if (fd < 0) throw_errno("create " + tmp.string());
-        std::size_t done = 0;
-        while (done < content.size()) {
-            ssize_t w = ::write(fd, content.data() + done, content.size() - done);
-            if (w < 0 && errno == EINTR) continue;
-            if (w < 0) {
-                ::close(fd);
-                throw_errno("write " + tmp.string());
+        {
+            file_detail::unique_fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644));
+            if (!fd) throw_errno("create " + tmp.string());
+            std::size_t done = 0;
+            while (done < content.size()) {
+                ssize_t w = ::write(fd.get(), content.data() + done, content.size() - done);
+                if (w < 0 && errno == EINTR) continue;
+                if (w < 0) throw_errno("write " + tmp.string());
+                done += static_cast<std::size_t>(w);
             }
-            done += static_cast<std::size_t>(w);
+            crash_point(step, "written");
+            if (opts_.fsync && ::fsync(fd.get()) != 0) throw_errno("fsync " + tmp.string());
         }
-        crash_point(step, "written");
-        if (opts_.fsync && ::fsync(fd) != 0) {
-            ::close(fd);
-            throw_errno("fsync " + tmp.string());
-        }
-        ::close(fd);
         crash_point(step, "synced");
         if (::rename(tmp.c_str(), (opts_.dir / name).c_str()) != 0) throw_errno("rename " + tmp.string());
         crash_point(step, "renamed");
@@ -407,7 +421,7 @@ private:
     }
 
     void fsync_dir() {
-        if (opts_.fsync && ::fsync(dir_fd_) != 0) throw_errno("fsync " + opts_.dir.string());
+        if (opts_.fsync && ::fsync(dir_fd_.get()) != 0) throw_errno("fsync " + opts_.dir.string());
         dir_dirty_ = false;
     }
 
@@ -500,8 +514,8 @@ private:
     }
 
     options opts_;
-    int dir_fd_ = -1;
-    int seg_fd_ = -1;
+    file_detail::unique_fd dir_fd_;
+    file_detail::unique_fd seg_fd_;
     raft::persisted_state state_;
     std::vector<segment> segments_;
     std::filesystem::path current_path_;
