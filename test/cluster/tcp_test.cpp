@@ -1,0 +1,223 @@
+// transport::asio_tcp: real sockets on 127.0.0.1, file storage, mutual TLS, and bad peers.
+
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include <doctest/doctest.h>
+
+#include <raregistry/raft/node.hpp>
+#include <raregistry/storage/file.hpp>
+#include <raregistry/transport/asio_tcp.hpp>
+
+#include <cstdlib>
+#include <deque>
+#include <filesystem>
+
+using namespace raregistry;
+namespace fs = std::filesystem;
+namespace asio = boost::asio;
+
+namespace {
+
+struct counter {
+    using result_type = long long;
+    long long value = 0;
+    result_type apply(const raft::entry& e) {
+        if (!e.data.empty()) value += std::stoll(e.data);
+        return value;
+    }
+    std::string snapshot() const { return std::to_string(value); }
+    void restore(std::string_view s) { value = std::stoll(std::string(s)); }
+};
+
+using node_type = raft::node<transport::asio_tcp, storage::file, counter>;
+
+std::uint16_t free_port() {
+    asio::io_context io;
+    asio::ip::tcp::acceptor a(io, {asio::ip::make_address("127.0.0.1"), 0});
+    return a.local_endpoint().port();
+}
+
+fs::path make_temp_dir() {
+    char tmpl[] = "/tmp/rr-tcp-XXXXXX";
+    REQUIRE(::mkdtemp(tmpl) != nullptr);
+    return tmpl;
+}
+
+fs::path certs(const std::string& tag) {
+    fs::path dir = fs::temp_directory_path() / ("rr-test-tls-" + tag);
+    std::string cmd = std::string(RR_SOURCE_DIR) + "/tools/make-certs " + dir.string() + " n1 n2 n3";
+    REQUIRE(std::system(cmd.c_str()) == 0);
+    return dir;
+}
+
+struct member_options {
+    bool tls = true;
+    fs::path tls_dir;
+    std::string cluster_id = "test";
+};
+member_options plain(std::string cluster_id = "test") { return {false, {}, std::move(cluster_id)}; }
+member_options with_tls(fs::path dir) { return {true, std::move(dir), "test"}; }
+
+/// Three nodes in this process, each with its own transport, disk and state machine.
+struct cluster {
+    asio::io_context io;
+    fs::path root = make_temp_dir();
+    std::vector<transport::peer_address> peers;
+    std::deque<transport::asio_tcp> nets;
+    std::deque<storage::file> disks;
+    std::deque<counter> machines;
+    std::deque<node_type> nodes;
+    std::vector<std::string> log_lines;
+
+    explicit cluster(std::vector<member_options> members) {
+        for (std::size_t i = 0; i < members.size(); ++i)
+            peers.push_back({"n" + std::to_string(i + 1), "127.0.0.1", free_port()});
+        raft::configuration conf;
+        for (auto& p : peers) conf.voters.push_back(raft::node_id_of(p.name));
+        for (std::size_t i = 0; i < members.size(); ++i) {
+            transport::tcp_options t;
+            t.cluster_id = members[i].cluster_id;
+            t.name = peers[i].name;
+            t.listen_port = peers[i].port;
+            t.peers = peers;
+            if (members[i].tls) {
+                auto d = members[i].tls_dir;
+                t.tls = transport::tls_files{(d / "ca.pem").string(), (d / (t.name + ".pem")).string(),
+                                             (d / (t.name + ".key")).string()};
+            } else {
+                t.insecure = true;
+            }
+            t.log = [this, name = t.name](const std::string& line) { log_lines.push_back(name + ": " + line); };
+            nets.emplace_back(io, t);
+            storage::file::options s;
+            s.dir = root / t.name;
+            s.cluster_id = t.cluster_id;
+            s.node_name = t.name;
+            s.initial = conf;
+            disks.emplace_back(s);
+            machines.emplace_back();
+            node_type::options o;
+            o.tick = std::chrono::milliseconds(10);
+            nodes.emplace_back(nets.back(), disks.back(), machines.back(), o);
+        }
+        for (std::size_t i = 0; i < nodes.size(); ++i) {
+            nets[i].start();
+            nodes[i].start();
+        }
+    }
+    ~cluster() {
+        for (auto& n : nodes) n.stop();
+        for (auto& t : nets) t.stop();
+        io.run_for(std::chrono::milliseconds(50));
+        fs::remove_all(root);
+    }
+
+    template <class Pred>
+    bool run_until(Pred pred, std::chrono::milliseconds limit = std::chrono::milliseconds(10000)) {
+        auto end = std::chrono::steady_clock::now() + limit;
+        while (!pred() && std::chrono::steady_clock::now() < end) io.run_for(std::chrono::milliseconds(5));
+        return pred();
+    }
+
+    node_type* leader(std::size_t among = 3) {
+        for (std::size_t i = 0; i < std::min(among, nodes.size()); ++i)
+            if (nodes[i].core().is_leader()) return &nodes[i];
+        return nullptr;
+    }
+
+    /// Proposes `n` increments on the leader among the first `among` nodes; true when all
+    /// are acknowledged and applied on those nodes.
+    bool commit(int n, std::size_t among = 3) {
+        if (!run_until([&] { return leader(among) != nullptr; })) return false;
+        long long base = 0;
+        for (std::size_t i = 0; i < among; ++i) base = std::max(base, machines[i].value);
+        int acked = 0;
+        for (int i = 0; i < n; ++i)
+            leader(among)->propose("1", [&](std::error_code ec, long long) { acked += !ec; });
+        return run_until([&] {
+            if (acked < n) return false;
+            for (std::size_t i = 0; i < among; ++i)
+                if (machines[i].value < base + n) return false;
+            return true;
+        });
+    }
+
+    bool logged(const std::string& fragment) const {
+        for (auto& l : log_lines)
+            if (l.find(fragment) != std::string::npos) return true;
+        return false;
+    }
+};
+
+}  // namespace
+
+TEST_CASE("three nodes over loopback TCP with file storage elect a leader and commit (plaintext)") {
+    cluster c({plain(), plain(), plain()});
+    CHECK(c.commit(200));
+    CHECK(c.logged("WARNING: plaintext"));
+    for (auto& t : c.nets) CHECK(t.stats().connections >= 2);
+}
+
+TEST_CASE("three nodes over mutual TLS elect a leader and commit") {
+    auto tls = certs("a");
+    cluster c({with_tls(tls), with_tls(tls), with_tls(tls)});
+    CHECK(c.commit(200));
+    CHECK(c.logged("TLS"));
+    CHECK(!c.logged("refused"));
+}
+
+TEST_CASE("a peer whose certificate comes from another cluster's CA is refused") {
+    auto tls = certs("a");
+    auto other = certs("b");
+    cluster c({with_tls(tls), with_tls(tls), with_tls(other)});
+    CHECK(c.commit(50, 2));  // n1 and n2 carry on without n3
+    c.io.run_for(std::chrono::milliseconds(300));
+    CHECK(c.nets[2].connected().empty());
+    CHECK(c.logged("refused"));
+    CHECK(c.machines[2].value == 0);
+}
+
+TEST_CASE("a peer without a certificate is refused by TLS nodes") {
+    auto tls = certs("a");
+    cluster c({with_tls(tls), with_tls(tls), plain()});
+    CHECK(c.commit(50, 2));
+    c.io.run_for(std::chrono::milliseconds(300));
+    CHECK(c.nets[2].connected().empty());
+    CHECK(c.logged("refused"));
+}
+
+TEST_CASE("a peer of another cluster id is refused at the hello") {
+    cluster c({plain(), plain(), plain("another-cluster")});
+    CHECK(c.commit(50, 2));
+    c.io.run_for(std::chrono::milliseconds(300));
+    CHECK(c.nets[2].connected().empty());
+    CHECK(c.logged("belongs to cluster 'another-cluster'"));
+}
+
+TEST_CASE("a peer sending garbage or an oversized frame is disconnected; the node keeps serving") {
+    cluster c({plain(), plain(), plain()});
+    REQUIRE(c.commit(10));
+    for (std::string junk : {std::string("\x05\x00\x00\x00\x01\x01garbage", 13), std::string("\xff\xff\xff\x7f", 4)}) {
+        asio::ip::tcp::socket s(c.io);
+        s.connect({asio::ip::make_address("127.0.0.1"), c.peers[0].port});
+        asio::write(s, asio::buffer(junk));
+        c.io.run_for(std::chrono::milliseconds(100));
+        char byte;
+        boost::system::error_code ec;
+        // The node sent its hello and then closed the connection on us.
+        std::string got;
+        while (!ec) {
+            std::size_t n = s.read_some(asio::buffer(&byte, 1), ec);
+            got.append(&byte, n);
+        }
+        CHECK(ec == asio::error::eof);
+    }
+    CHECK(c.logged("refused"));
+    CHECK(c.commit(10));
+}
+
+TEST_CASE("plaintext has to be chosen explicitly") {
+    asio::io_context io;
+    transport::tcp_options t;
+    t.name = "n1";
+    CHECK_THROWS_AS(transport::asio_tcp(io, t), std::invalid_argument);
+}
