@@ -6,8 +6,23 @@
 //       next batch once they are all committed and applied. Reports committed commands per
 //       CPU-second and CPU microseconds per command, all three peers counted (they share
 //       this one thread).
+//
+//   rrbench commit [--nodes N] [--clients C] [--seconds S] [--tls DIR] [--no-fsync]
+//       N nodes in this process over loopback TCP (each on its own thread), file storage
+//       with fsync in a fresh temporary directory, C closed-loop proposers on the leader.
+//       Reports commits/s, latency percentiles, fsyncs/s and the mean batch per fsync.
 
+#include <raregistry/raft/node.hpp>
+#include <raregistry/storage/file.hpp>
 #include <raregistry/testing/raft_cluster.hpp>
+#include <raregistry/transport/asio_tcp.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <deque>
+#include <filesystem>
+#include <future>
+#include <thread>
 
 #include <charconv>
 #include <cstdio>
@@ -29,7 +44,8 @@ double cpu_seconds() {
 int usage(const char* why) {
     std::fprintf(stderr,
                  "rrbench: %s\n"
-                 "usage: rrbench core [--commands N] [--batch B]\n",
+                 "usage: rrbench core [--commands N] [--batch B]\n"
+                 "       rrbench commit [--nodes N] [--clients C] [--seconds S] [--tls DIR] [--no-fsync]\n",
                  why);
     return 2;
 }
@@ -120,12 +136,188 @@ int core_mode(int argc, char** argv) {
     return 0;
 }
 
+// ---- commit mode ------------------------------------------------------------------------
+
+struct counter {
+    using result_type = long long;
+    long long value = 0;
+    result_type apply(const raft::entry& e) {
+        if (!e.data.empty()) ++value;
+        return value;
+    }
+    std::string snapshot() const { return std::to_string(value); }
+    void restore(std::string_view s) { value = std::stoll(std::string(s)); }
+};
+
+using tcp_node = raft::node<transport::asio_tcp, storage::file, counter>;
+
+std::uint16_t free_port() {
+    boost::asio::io_context io;
+    boost::asio::ip::tcp::acceptor a(io, {boost::asio::ip::make_address("127.0.0.1"), 0});
+    return a.local_endpoint().port();
+}
+
+struct bench_member {
+    boost::asio::io_context io;
+    std::unique_ptr<transport::asio_tcp> net;
+    std::unique_ptr<storage::file> disk;
+    counter sm;
+    std::unique_ptr<tcp_node> node;
+    std::thread thread;
+};
+
+int commit_mode(int argc, char** argv) {
+    std::uint64_t nodes = 3, clients = 64, seconds = 10;
+    std::string tls_dir;
+    bool fsync = true;
+    for (int i = 2; i < argc; ++i) {
+        std::string_view a = argv[i];
+        std::string_view v = i + 1 < argc ? argv[i + 1] : "";
+        if (a == "--nodes" && parse_u64(v, nodes)) ++i;
+        else if (a == "--clients" && parse_u64(v, clients)) ++i;
+        else if (a == "--seconds" && parse_u64(v, seconds)) ++i;
+        else if (a == "--tls" && !v.empty()) tls_dir = std::string(v), ++i;
+        else if (a == "--no-fsync") fsync = false;
+        else return usage(("bad argument: " + std::string(a)).c_str());
+    }
+    namespace fs = std::filesystem;
+    char tmpl[] = "/tmp/rrbench-commit-XXXXXX";
+    if (!::mkdtemp(tmpl)) return usage("cannot create a temporary directory");
+    fs::path root = tmpl;
+    std::vector<transport::peer_address> peers;
+    raft::configuration conf;
+    for (std::uint64_t i = 0; i < nodes; ++i) {
+        peers.push_back({"n" + std::to_string(i + 1), "127.0.0.1", free_port()});
+        conf.voters.push_back(raft::node_id_of(peers.back().name));
+    }
+    std::deque<bench_member> members(nodes);
+    for (std::uint64_t i = 0; i < nodes; ++i) {
+        auto& m = members[i];
+        transport::tcp_options t;
+        t.name = peers[i].name;
+        t.listen_port = peers[i].port;
+        t.peers = peers;
+        if (!tls_dir.empty()) {
+            fs::path d = tls_dir;
+            t.tls = transport::tls_files{(d / "ca.pem").string(), (d / (t.name + ".pem")).string(),
+                                         (d / (t.name + ".key")).string()};
+        } else {
+            t.insecure = true;
+            t.log = [](const std::string&) {};
+        }
+        m.net = std::make_unique<transport::asio_tcp>(m.io, t);
+        storage::file::options so;
+        so.dir = root / t.name;
+        so.node_name = t.name;
+        so.initial = conf;
+        so.fsync = fsync;
+        m.disk = std::make_unique<storage::file>(so);
+        tcp_node::options o;
+        o.tick = std::chrono::milliseconds(50);
+        o.snapshot_entries = 100'000;
+        m.node = std::make_unique<tcp_node>(*m.net, *m.disk, m.sm, o);
+        m.net->start();
+        m.node->start();
+    }
+    for (auto& m : members)
+        m.thread = std::thread([&m] {
+            auto guard = boost::asio::make_work_guard(m.io);
+            m.io.run();
+        });
+    // Find the leader (each node is read on its own thread).
+    bench_member* leader = nullptr;
+    for (int attempt = 0; attempt < 200 && !leader; ++attempt) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(25));
+        for (auto& m : members) {
+            std::promise<bool> p;
+            auto f = p.get_future();
+            boost::asio::post(m.io, [&] { p.set_value(m.node->core().is_leader()); });
+            if (f.get()) leader = &m;
+        }
+    }
+    if (!leader) {
+        std::fprintf(stderr, "rrbench commit: no leader elected\n");
+        return 1;
+    }
+    std::fprintf(stderr, "commit: %llu nodes, %llu clients, %llu s, fsync %s, TLS %s\n", (unsigned long long)nodes,
+                 (unsigned long long)clients, (unsigned long long)seconds, fsync ? "on" : "off",
+                 tls_dir.empty() ? "off" : "on");
+    // Closed-loop proposers on the leader's thread.
+    std::vector<double> latencies_us;
+    latencies_us.reserve(1 << 20);
+    std::uint64_t commits = 0, failures = 0;
+    std::atomic<bool> stop{false};
+    std::uint64_t fsyncs_before = 0, fsyncs_after = 0;
+    std::promise<void> done;
+    auto running = std::make_shared<std::uint64_t>(clients);
+    auto one = std::make_shared<std::function<void()>>();
+    *one = [&, one] {
+        if (stop.load()) {
+            if (--*running == 0) done.set_value();
+            return;
+        }
+        auto t0 = std::chrono::steady_clock::now();
+        leader->node->propose("x", [&, one, t0](std::error_code ec, long long) {
+            if (ec) ++failures;
+            else {
+                ++commits;
+                latencies_us.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count());
+            }
+            (*one)();
+        });
+    };
+    auto start = std::chrono::steady_clock::now();
+    boost::asio::post(leader->io, [&] {
+        fsyncs_before = leader->disk->fsyncs();
+        for (std::uint64_t c = 0; c < clients; ++c) (*one)();
+    });
+    std::this_thread::sleep_for(std::chrono::seconds(seconds));
+    std::promise<void> snap;
+    boost::asio::post(leader->io, [&] {
+        stop = true;
+        fsyncs_after = leader->disk->fsyncs();
+        snap.set_value();
+    });
+    snap.get_future().get();
+    double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    done.get_future().wait_for(std::chrono::seconds(10));
+    for (auto& m : members) {
+        boost::asio::post(m.io, [&m] {
+            m.node->stop();
+            m.net->stop();
+            m.io.stop();
+        });
+    }
+    for (auto& m : members) m.thread.join();
+    fs::remove_all(root);
+    std::sort(latencies_us.begin(), latencies_us.end());
+    auto pct = [&](double p) {
+        if (latencies_us.empty()) return 0.0;
+        return latencies_us[std::min(latencies_us.size() - 1, static_cast<std::size_t>(p * static_cast<double>(latencies_us.size())))] / 1000.0;
+    };
+    std::uint64_t n = latencies_us.size();
+    double fsyncs = static_cast<double>(fsyncs_after - fsyncs_before);
+    char buf[768];
+    std::snprintf(buf, sizeof buf,
+                  "{\"mode\":\"commit\",\"nodes\":%llu,\"clients\":%llu,\"seconds\":%.2f,\"fsync\":%s,\"tls\":%s,"
+                  "\"commits\":%llu,\"failures\":%llu,\"commits_per_s\":%.0f,\"p50_ms\":%.3f,\"p99_ms\":%.3f,"
+                  "\"p999_ms\":%.3f,\"fsyncs_per_s\":%.0f,\"mean_batch\":%.2f}",
+                  (unsigned long long)nodes, (unsigned long long)clients, elapsed, fsync ? "true" : "false",
+                  tls_dir.empty() ? "false" : "true", (unsigned long long)n, (unsigned long long)failures,
+                  static_cast<double>(n) / elapsed, pct(0.50), pct(0.99), pct(0.999), fsyncs / elapsed,
+                  fsyncs > 0 ? static_cast<double>(n) / fsyncs : 0.0);
+    std::printf("%s\n", buf);
+    (void)commits;
+    return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
     if (argc < 2) return usage("missing mode");
     std::string_view mode = argv[1];
     if (mode == "core") return core_mode(argc, argv);
+    if (mode == "commit") return commit_mode(argc, argv);
     if (mode == "--help" || mode == "-h") {
         usage("help");
         return 0;

@@ -70,12 +70,15 @@ public:
     void stop() {
         stopped_ = true;
         transport_.on_receive([](message) {});
-        for (auto& p : proposals_) p.handler(errc::shutting_down, result_type{});
+        auto proposals = std::move(proposals_);
+        auto requests = std::move(read_requests_);
+        auto waiters = std::move(read_waiters_);
         proposals_.clear();
-        for (auto& [_, h] : read_requests_) h(errc::shutting_down);
         read_requests_.clear();
-        for (auto& [_, h] : read_waiters_) h(errc::shutting_down);
         read_waiters_.clear();
+        for (auto& p : proposals) p.handler(errc::shutting_down, result_type{});
+        for (auto& [_, h] : requests) h(errc::shutting_down);
+        for (auto& [_, h] : waiters) h(errc::shutting_down);
     }
 
     /// Proposes a command. `h` runs once: with the state machine's result when the entry
@@ -87,8 +90,9 @@ public:
         // Proposals from an earlier leadership at or past this index lost their entries to
         // a newer leader's log; keep the queue ordered by index.
         while (!proposals_.empty() && proposals_.back().index >= i) {
-            proposals_.back().handler(errc::dropped, result_type{});
+            proposal p = std::move(proposals_.back());
             proposals_.pop_back();
+            p.handler(errc::dropped, result_type{});
         }
         proposals_.push_back({i, core_->term(), std::move(h)});
         kick();
@@ -178,23 +182,31 @@ private:
     void apply() {
         auto ents = core_->to_apply();
         if (ents.empty()) return;
-        for (const entry& e : ents) {
+        const index_t first = ents.front().index, last = ents.back().index;
+        // Handlers may propose (appending to the log and invalidating `ents`), so each entry
+        // is fetched afresh and nothing of it is used once a handler has run.
+        for (index_t i = first; i <= last && !stopped_; ++i) {
+            const entry& e = core_->log().at(i);
             if (opts_.on_apply) opts_.on_apply(e);
-            if (e.type != entry_type::normal) continue;
-            result_type result = sm_.apply(e);
-            while (!proposals_.empty() && proposals_.front().index < e.index) {
-                proposals_.front().handler(errc::dropped, result_type{});
-                proposals_.pop_front();
+            if (e.type != entry_type::normal) {
+                core_->applied_to(i);
+                continue;
             }
-            if (!proposals_.empty() && proposals_.front().index == e.index) {
+            const term_t term = e.term;
+            result_type result = sm_.apply(e);
+            core_->applied_to(i);
+            while (!proposals_.empty() && proposals_.front().index < i) {
                 proposal p = std::move(proposals_.front());
                 proposals_.pop_front();
-                if (p.term == e.term) p.handler({}, std::move(result));
+                p.handler(errc::dropped, result_type{});
+            }
+            if (!proposals_.empty() && proposals_.front().index == i) {
+                proposal p = std::move(proposals_.front());
+                proposals_.pop_front();
+                if (p.term == term) p.handler({}, std::move(result));
                 else p.handler(errc::dropped, result_type{});
             }
         }
-        index_t last = ents.back().index;
-        core_->applied_to(last);
         serve_reads();
         maybe_snapshot();
     }
@@ -202,8 +214,9 @@ private:
     void fail_proposals_up_to(index_t i) {
         // Their entries were replaced by a snapshot from the leader: outcome unknown here.
         while (!proposals_.empty() && proposals_.front().index <= i) {
-            proposals_.front().handler(errc::dropped, result_type{});
+            proposal p = std::move(proposals_.front());
             proposals_.pop_front();
+            p.handler(errc::dropped, result_type{});
         }
         serve_reads();
     }

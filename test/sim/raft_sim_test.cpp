@@ -74,3 +74,22 @@ TEST_CASE("fault names parse, and unknown ones are refused") {
 TEST_CASE("the README's example runs and commits on every replica") {
     CHECK(readme_example() == 5);
 }
+
+TEST_CASE("a proposal's handler may propose again (the log grows while entries are applied)") {
+    cluster_options o;
+    o.seed = 99;
+    raft_cluster c(o);
+    REQUIRE(c.run_until_true([&] { return c.leader() != nullptr; }, 5'000'000));
+    auto* leader = c.leader()->node.get();
+    int acknowledged = 0;
+    std::function<void()> next = [&] {
+        leader->propose("chained-" + std::to_string(acknowledged), [&](std::error_code ec, std::uint64_t) {
+            REQUIRE(!ec);
+            if (++acknowledged < 2000) next();
+        });
+    };
+    for (int i = 0; i < 8; ++i) next();  // eight chains, each proposing from its handler
+    c.run_for(5'000'000);
+    CHECK(acknowledged >= 2000);
+    CHECK(c.ok());
+}
