@@ -7,9 +7,15 @@
 #include <raregistry/storage/file.hpp>
 #include <raregistry/transport/asio_tcp.hpp>
 
+#include <csignal>
 #include <cstdlib>
 #include <deque>
 #include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include <sys/wait.h>
+#include <unistd.h>
 
 using namespace raregistry;
 namespace fs = std::filesystem;
@@ -220,4 +226,91 @@ TEST_CASE("plaintext has to be chosen explicitly") {
     transport::tcp_options t;
     t.name = "n1";
     CHECK_THROWS_AS(transport::asio_tcp(io, t), std::invalid_argument);
+}
+
+namespace {
+
+/// One rrnode process; its standard output goes to a file the test reads.
+struct process {
+    pid_t pid = -1;
+    fs::path out;
+    process(const std::vector<std::string>& args, fs::path output) : out(std::move(output)) {
+        pid = ::fork();
+        REQUIRE(pid >= 0);
+        if (pid == 0) {
+            FILE* f = std::freopen(out.c_str(), "a", stdout);
+            (void)f;
+            std::vector<char*> argv;
+            for (auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+            argv.push_back(nullptr);
+            ::execv(argv[0], argv.data());
+            ::_exit(127);
+        }
+    }
+    std::string output() const {
+        std::ifstream in(out);
+        return std::string(std::istreambuf_iterator<char>(in), {});
+    }
+    int stop(int sig = SIGTERM) {
+        if (pid < 0) return -1;
+        ::kill(pid, sig);
+        int status = 0;
+        ::waitpid(pid, &status, 0);
+        pid = -1;
+        return status;
+    }
+    ~process() { stop(SIGKILL); }
+};
+
+bool wait_for(const std::function<bool()>& pred, std::chrono::seconds limit = std::chrono::seconds(20)) {
+    auto end = std::chrono::steady_clock::now() + limit;
+    while (!pred()) {
+        if (std::chrono::steady_clock::now() > end) return false;
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return true;
+}
+
+}  // namespace
+
+TEST_CASE("the same three nodes as separate processes commit, stop on SIGTERM, and keep their state") {
+    fs::path root = make_temp_dir();
+    auto tls = certs("a");
+    std::vector<std::uint16_t> ports = {free_port(), free_port(), free_port()};
+    std::string peers;
+    for (int i = 0; i < 3; ++i)
+        peers += (i ? "," : "") + std::string("n") + std::to_string(i + 1) + "=127.0.0.1:" + std::to_string(ports[static_cast<std::size_t>(i)]);
+    auto start_all = [&](const std::string& propose, const std::string& tag) {
+        std::vector<std::unique_ptr<process>> ps;
+        for (int i = 0; i < 3; ++i) {
+            std::string name = "n" + std::to_string(i + 1);
+            ps.push_back(std::make_unique<process>(
+                std::vector<std::string>{RR_RRNODE, "--name", name, "--listen",
+                                         "127.0.0.1:" + std::to_string(ports[static_cast<std::size_t>(i)]), "--peers", peers,
+                                         "--data-dir", (root / name).string(), "--tls-dir", tls.string(), "--propose", propose},
+                root / (name + "-" + tag + ".out")));
+        }
+        return ps;
+    };
+    auto committed = [](auto& ps, const std::string& line) {
+        for (auto& p : ps)
+            if (p->output().find(line) != std::string::npos) return true;
+        return false;
+    };
+    {
+        auto ps = start_all("100", "first");
+        CHECK(wait_for([&] { return committed(ps, "committed 100 value 100"); }));
+        for (auto& p : ps) {
+            int status = p->stop(SIGTERM);
+            CHECK(WIFEXITED(status));
+            CHECK(WEXITSTATUS(status) == 0);
+        }
+    }
+    {
+        // Restarted from their data directories: the 100 increments are still there.
+        auto ps = start_all("1", "second");
+        CHECK(wait_for([&] { return committed(ps, "committed 1 value 101"); }));
+        for (auto& p : ps) p->stop(SIGTERM);
+    }
+    fs::remove_all(root);
 }
