@@ -1,0 +1,829 @@
+#pragma once
+// registry::state_machine — the registry as a deterministic state machine, applied by Raft.
+//
+// The same log gives the same state, byte for byte, on every node: apply() reads nothing but
+// the entry and the state (no clock, no I/O, no randomness, ordered containers only). Liveness
+// enters only as commands (process_down, node_down, node_up) that the leader proposes.
+//
+// State: named registries, each unique or duplicate, holding entries {key, pid, value} and
+// per-key metadata; an index by pid and by node+epoch, so removing a dead process or a dead
+// node life costs O(its registrations); the epoch of each node; and the client sessions that
+// make commands exactly-once.
+//
+// Choices, all deterministic:
+// - Duplicate registries hold one entry per (key, pid); registering the same pid under the
+//   same key again replaces its value (Elixir would add a second entry; one per pid keeps
+//   unregister/CAS unambiguous).
+// - Unique registries answer already_registered (with the owner) even to the owner itself,
+//   as Elixir does; a retry of a register that succeeded gets its stored `ok` instead.
+// - Exactly-once (Raft dissertation §6.3): a session per client_id keeps its last seq and
+//   result. A command with seq == last answers the stored result, seq < last answers
+//   `dropped`; neither changes the registry. client_id 0 means no session (the leader's own
+//   liveness commands, which are idempotent). One outstanding command per client_id.
+// - Sessions expire by the leader's clock as seen in the log: the state keeps the highest
+//   leader_time_ms applied (`now_ms`); a session idle for more than session_timeout_ms of it
+//   is dropped, and beyond max_sessions the least recently used one is. A client that retries
+//   after its session went away is executed again: client deadlines must stay well below
+//   session_timeout_ms.
+// - Node lives: a node's recorded epoch only grows. node_up(n, e) with e newer clears n's
+//   older epochs; node_down(n, e) clears e and older and marks e down. A pid of an epoch older
+//   than the recorded one, or of the recorded one once it is down, cannot register (noproc),
+//   so a zombie of a previous life cannot come back; node_up of such an epoch is noproc too.
+// - An entry that does not decode answers invalid_argument and changes nothing; an empty
+//   entry (a leader's no-op) or a configuration entry changes nothing and answers ok.
+
+#include <raregistry/detail/assert.hpp>
+#include <raregistry/detail/crc32c.hpp>
+#include <raregistry/error.hpp>
+#include <raregistry/raft/types.hpp>
+#include <raregistry/registry/command.hpp>
+#include <raregistry/registry/pid.hpp>
+#include <raregistry/transport/concepts.hpp>
+
+#include <algorithm>
+#include <cstdint>
+#include <functional>
+#include <iterator>
+#include <map>
+#include <optional>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace raregistry::registry {
+
+/// Longest key (registration or metadata), in bytes.
+inline constexpr std::size_t max_key_bytes = 1024;
+/// Largest value, pattern or guard list, in bytes of its CBOR encoding.
+inline constexpr std::size_t max_value_bytes = 64 * 1024;
+/// Longest registry name, in bytes.
+inline constexpr std::size_t max_registry_name_bytes = 256;
+/// Longest node name (in pids, node_up, node_down), in bytes.
+inline constexpr std::size_t max_node_name_bytes = 256;
+/// Most client sessions kept; beyond it the least recently used one is dropped.
+inline constexpr std::size_t max_sessions = 4096;
+/// A session idle for longer than this (leader time) is dropped.
+inline constexpr std::uint64_t session_timeout_ms = 10 * 60 * 1000;
+/// Version of the snapshot layout; restore() refuses any other.
+inline constexpr std::uint32_t snapshot_format_version = 1;
+/// First four bytes of a snapshot: "RRSM" read as a little-endian u32.
+inline constexpr std::uint32_t snapshot_magic = 0x4d535252;
+
+/// Whether `value` matches `pattern`. The string "_" matches anything; an object matches an
+/// object holding at least the pattern's keys, each matching (as Elixir map patterns); an
+/// array matches an array of the same length, element by element; any other pattern matches
+/// an equal value (numbers compare by value: 1 matches 1.0).
+///   matches("_", anything)                                  -> true
+///   matches({"role":"_"}, {"role":"db","zone":"a"})         -> true
+///   matches({"role":"web"}, {"role":"db"})                  -> false
+///   matches([1,"_"], [1,{"x":2}])                           -> true
+///   matches([1,"_"], [1,2,3])                               -> false
+inline bool matches(const json& pattern, const json& value) {
+    if (pattern.is_string() && pattern.get_ref<const std::string&>() == "_") return true;
+    if (pattern.is_object()) {
+        if (!value.is_object()) return false;
+        for (auto it = pattern.begin(); it != pattern.end(); ++it) {
+            auto v = value.find(it.key());
+            if (v == value.end() || !matches(it.value(), *v)) return false;
+        }
+        return true;
+    }
+    if (pattern.is_array()) {
+        if (!value.is_array() || value.size() != pattern.size()) return false;
+        for (std::size_t i = 0; i < pattern.size(); ++i)
+            if (!matches(pattern[i], value[i])) return false;
+        return true;
+    }
+    return pattern == value;
+}
+
+/// Whether every guard holds for `value`; nothing if `guards` is malformed.
+///
+/// Guards are an array of conditions [op, path, operand]: op one of "==", "!=", "<", "<=",
+/// ">", ">="; path a JSON pointer into the value ("" is the value itself). A condition on a
+/// missing path is false; ordering compares numbers with numbers and strings with strings
+/// only (anything else is false). [] always holds.
+///   guards_hold([[">", "/n", 3]], {"n": 5})                  -> true
+///   guards_hold([["==", "", "x"], ["!=", "/a", 1]], "x")    -> false ("/a" is missing)
+inline std::optional<bool> guards_hold(const json& guards, const json& value) {
+    if (!guards.is_array()) return std::nullopt;
+    bool all = true;
+    for (const auto& g : guards) {
+        if (!g.is_array() || g.size() != 3 || !g[0].is_string() || !g[1].is_string()) return std::nullopt;
+        const auto& op = g[0].get_ref<const std::string&>();
+        static constexpr std::string_view ops[] = {"==", "!=", "<", "<=", ">", ">="};
+        std::size_t k = 0;
+        while (k < std::size(ops) && ops[k] != op) ++k;
+        if (k == std::size(ops)) return std::nullopt;
+        json::json_pointer ptr;
+        try {
+            ptr = json::json_pointer(g[1].get<std::string>());
+        } catch (const json::exception&) {
+            return std::nullopt;
+        }
+        if (!all) continue;  // keep checking that the rest is well-formed
+        const json* v = nullptr;
+        try {
+            if (value.contains(ptr)) v = &value.at(ptr);
+        } catch (const json::exception&) {
+            v = nullptr;
+        }
+        const json& x = g[2];
+        bool holds = false;
+        if (v != nullptr) {
+            const bool comparable = (v->is_number() && x.is_number()) || (v->is_string() && x.is_string());
+            switch (k) {
+                case 0: holds = *v == x; break;
+                case 1: holds = *v != x; break;
+                case 2: holds = comparable && *v < x; break;
+                case 3: holds = comparable && *v <= x; break;
+                case 4: holds = comparable && *v > x; break;
+                default: holds = comparable && *v >= x; break;
+            }
+        }
+        all = all && holds;
+    }
+    return all;
+}
+
+/// The registry state machine (models raregistry::raft_state_machine).
+class state_machine {
+public:
+    using result_type = result;
+
+    /// Applies one committed entry and answers its result. Deterministic; never throws on any
+    /// entry data (malformed data answers invalid_argument and changes nothing).
+    result apply(const raft::entry& e) {
+        visits_ = 0;
+        if (e.type != raft::entry_type::normal || e.data.empty()) return {};
+        auto env = decode_envelope(e.data);
+        if (!env) return refused(errc::invalid_argument);
+        advance_clock(env->leader_time_ms);
+        if (env->client_id == 0) return execute(env->cmd);
+        if (env->seq == 0) return refused(errc::invalid_argument);
+        if (auto s = sessions_.find(env->client_id); s != sessions_.end()) {
+            if (env->seq < s->second.last_seq) return refused(errc::dropped);
+            if (env->seq == s->second.last_seq) return s->second.last;
+        }
+        result r = execute(env->cmd);
+        remember(env->client_id, env->seq, r);
+        return r;
+    }
+
+    /// The whole state: [u32 magic][u32 format version][u32 CRC32C of body][body], body in a
+    /// canonical order (sorted containers), so equal states give equal bytes.
+    std::string snapshot() const {
+        std::string body;
+        detail::writer w(body);
+        w.u64(now_ms_);
+        w.u64(next_tick_);
+        w.u32(static_cast<std::uint32_t>(nodes_.size()));
+        for (const auto& [node, rec] : nodes_) {
+            w.bytes(node);
+            w.u64(rec.epoch);
+            w.u8(rec.down ? 1 : 0);
+        }
+        w.u32(static_cast<std::uint32_t>(registries_.size()));
+        for (const auto& [name, reg] : registries_) {
+            w.bytes(name);
+            w.u8(static_cast<std::uint8_t>(reg.mode));
+            w.u32(static_cast<std::uint32_t>(reg.entries.size()));
+            for (const auto& [key, owners] : reg.entries) {
+                w.bytes(key);
+                w.u32(static_cast<std::uint32_t>(owners.size()));
+                for (const auto& [p, value] : owners) {
+                    detail::put_pid(w, p);
+                    detail::put_json(w, value);
+                }
+            }
+            w.u32(static_cast<std::uint32_t>(reg.meta.size()));
+            for (const auto& [key, value] : reg.meta) {
+                w.bytes(key);
+                detail::put_json(w, value);
+            }
+        }
+        w.u32(static_cast<std::uint32_t>(sessions_.size()));
+        for (const auto& [id, s] : sessions_) {
+            w.u64(id);
+            w.u64(s.last_seq);
+            w.u64(s.last_used_ms);
+            w.u64(s.tick);
+            detail::put_result(w, s.last);
+        }
+        std::string out;
+        detail::writer h(out);
+        h.u32(snapshot_magic);
+        h.u32(snapshot_format_version);
+        h.u32(raregistry::detail::crc32c(body));
+        out += body;
+        return out;
+    }
+
+    /// Replaces the state with a snapshot's. Throws std::runtime_error naming the problem
+    /// (truncated, not a snapshot, unsupported version, checksum mismatch, malformed body);
+    /// the state is then unchanged. snapshot() after restore(s) == s.
+    void restore(std::string_view image) {
+        constexpr std::size_t header_bytes = 12;
+        if (image.size() < header_bytes)
+            corrupt("truncated: " + std::to_string(image.size()) + " bytes, the header alone is 12");
+        detail::reader h(image.substr(0, header_bytes));
+        const std::uint32_t magic = h.u32(), version = h.u32(), stored_crc = h.u32();
+        if (magic != snapshot_magic) corrupt("not a registry snapshot (bad magic)");
+        if (version != snapshot_format_version)
+            corrupt("format version " + std::to_string(version) + " is not supported (this build reads " +
+                    std::to_string(snapshot_format_version) + ")");
+        const std::string_view body = image.substr(header_bytes);
+        const std::uint32_t crc = raregistry::detail::crc32c(body);
+        if (crc != stored_crc)
+            corrupt("checksum mismatch (stored " + std::to_string(stored_crc) + ", computed " +
+                    std::to_string(crc) + "): the snapshot is corrupt");
+        state_machine fresh;
+        fresh.load_body(body);
+        fresh.check_invariants();
+        *this = std::move(fresh);
+    }
+
+    // ---- Queries: pure, const; an unknown registry reads as empty. ----
+
+    /// The mode of registry `reg`, nothing if it does not exist.
+    std::optional<keys> mode(std::string_view reg) const {
+        const auto* r = find_registry(reg);
+        return r ? std::optional<keys>(r->mode) : std::nullopt;
+    }
+
+    /// The names of every registry, sorted.
+    std::vector<std::string> registry_names() const {
+        std::vector<std::string> out;
+        for (const auto& [name, r] : registries_) out.push_back(name);
+        return out;
+    }
+
+    /// Every {pid, value} registered under `key`, sorted by pid (Elixir's lookup).
+    std::vector<std::pair<pid, json>> lookup(std::string_view reg, std::string_view key) const {
+        return match(reg, key, json("_"));
+    }
+
+    /// The {pid, value} entries under `key` whose value matches `pattern` (see matches()) and
+    /// `guards` (see guards_hold(); malformed guards match nothing), sorted by pid.
+    std::vector<std::pair<pid, json>> match(std::string_view reg, std::string_view key, const json& pattern,
+                                            const std::optional<json>& guards = std::nullopt) const {
+        std::vector<std::pair<pid, json>> out;
+        const auto* owners = find_owners(reg, key);
+        if (owners == nullptr) return out;
+        for (const auto& [p, value] : *owners)
+            if (matches(pattern, value) && (!guards || guards_hold(*guards, value) == std::optional<bool>(true)))
+                out.emplace_back(p, value);
+        return out;
+    }
+
+    /// How many entries under `key` match `pattern` and `guards` (Elixir's count_match).
+    std::size_t count_match(std::string_view reg, std::string_view key, const json& pattern,
+                            const std::optional<json>& guards = std::nullopt) const {
+        return match(reg, key, pattern, guards).size();
+    }
+
+    /// Number of entries {key, pid} in the registry (Elixir's count/1: one per ETS row).
+    std::size_t count(std::string_view reg) const {
+        const auto* r = find_registry(reg);
+        return r ? r->registrations : 0;
+    }
+
+    /// Number of distinct keys in the registry (equals count() in a unique registry).
+    std::size_t key_count(std::string_view reg) const {
+        const auto* r = find_registry(reg);
+        return r ? r->entries.size() : 0;
+    }
+
+    /// Number of distinct pids holding at least one entry in the registry.
+    std::size_t pid_count(std::string_view reg) const {
+        const auto* r = find_registry(reg);
+        return r ? r->pids.size() : 0;
+    }
+
+    /// The keys `p` is registered under in the registry, sorted (Elixir's keys/2).
+    std::vector<std::string> keys_of(std::string_view reg, const pid& p) const {
+        std::vector<std::string> out;
+        auto it = by_pid_.find(p);
+        if (it == by_pid_.end()) return out;
+        for (auto r = it->second.lower_bound({std::string(reg), std::string()});
+             r != it->second.end() && r->first == reg; ++r)
+            out.push_back(r->second);
+        return out;
+    }
+
+    /// The values `p` registered under `key`: none or one here (Elixir's values/3).
+    std::vector<json> values(std::string_view reg, std::string_view key, const pid& p) const {
+        std::vector<json> out;
+        if (const auto* owners = find_owners(reg, key)) {
+            if (auto it = owners->find(p); it != owners->end()) out.push_back(it->second);
+        }
+        return out;
+    }
+
+    /// The metadata under `key`, nothing if absent (Elixir's meta/2).
+    std::optional<json> meta(std::string_view reg, std::string_view key) const {
+        const auto* r = find_registry(reg);
+        if (r == nullptr) return std::nullopt;
+        auto it = r->meta.find(key);
+        return it == r->meta.end() ? std::nullopt : std::optional<json>(it->second);
+    }
+
+    /// Up to `limit` registered keys starting with `prefix`, sorted, each greater than
+    /// `after` (pass the last key of the previous page to page through).
+    std::vector<std::string> keys_with_prefix(std::string_view reg, std::string_view prefix, std::size_t limit,
+                                              std::string_view after = {}) const {
+        std::vector<std::string> out;
+        const auto* r = find_registry(reg);
+        if (r == nullptr) return out;
+        auto it = after < prefix ? r->entries.lower_bound(prefix) : r->entries.upper_bound(after);
+        for (; it != r->entries.end() && out.size() < limit; ++it) {
+            if (it->first.compare(0, prefix.size(), prefix) != 0) break;
+            out.push_back(it->first);
+        }
+        return out;
+    }
+
+    /// The recorded epoch of `node` and whether that life is down; nothing if never recorded.
+    std::optional<std::pair<std::uint64_t, bool>> node_life(std::string_view node) const {
+        auto it = nodes_.find(node);
+        if (it == nodes_.end()) return std::nullopt;
+        return std::pair{it->second.epoch, it->second.down};
+    }
+
+    /// Number of registrations (in all registries) of pids of `node` at `epoch`, from the index.
+    std::size_t registrations_of(std::string_view node, std::uint64_t epoch) const {
+        std::size_t n = 0;
+        auto it = by_node_.find(node);
+        if (it == by_node_.end()) return 0;
+        auto e = it->second.find(epoch);
+        if (e == it->second.end()) return 0;
+        for (const auto& p : e->second) n += by_pid_.at(p).size();
+        return n;
+    }
+
+    /// Whether a session of `client_id` is kept, and how many are.
+    bool has_session(std::uint64_t client_id) const { return sessions_.contains(client_id); }
+    std::size_t session_count() const noexcept { return sessions_.size(); }
+
+    /// The highest leader_time_ms applied so far (the state's only notion of time).
+    std::uint64_t now_ms() const noexcept { return now_ms_; }
+
+    /// Diagnostic, not state: how many registrations the last apply() examined while removing
+    /// (process_down, node_down, node_up, unregister...). Shows the indexes at work: cleanup
+    /// of a node life visits exactly that life's registrations.
+    std::uint64_t last_apply_visits() const noexcept { return visits_; }
+
+    /// Checks that the indexes agree with the entries and the limits hold; O(state). A
+    /// failure stops the process (RR_ASSERT). Called after restore and by tests.
+    void check_invariants() const {
+        std::size_t total = 0;
+        for (const auto& [name, reg] : registries_) {
+            std::size_t regs = 0;
+            std::map<pid, std::size_t> pids;
+            for (const auto& [key, owners] : reg.entries) {
+                RR_ASSERT(!owners.empty());
+                RR_ASSERT(reg.mode == keys::duplicate || owners.size() == 1);
+                for (const auto& [p, value] : owners) {
+                    RR_ASSERT(!life_over(p));
+                    auto bp = by_pid_.find(p);
+                    RR_ASSERT(bp != by_pid_.end() && bp->second.contains({name, key}));
+                    ++pids[p];
+                    ++regs;
+                }
+            }
+            RR_ASSERT(regs == reg.registrations);
+            RR_ASSERT(pids == reg.pids);
+            total += regs;
+        }
+        std::size_t indexed = 0, node_indexed = 0;
+        for (const auto& [p, refs] : by_pid_) {
+            RR_ASSERT(!refs.empty());
+            indexed += refs.size();
+            auto bn = by_node_.find(p.node);
+            RR_ASSERT(bn != by_node_.end() && bn->second.contains(p.epoch) && bn->second.at(p.epoch).contains(p));
+        }
+        for (const auto& [node, epochs] : by_node_) {
+            RR_ASSERT(!epochs.empty());
+            for (const auto& [epoch, ps] : epochs) {
+                RR_ASSERT(!ps.empty());
+                node_indexed += ps.size();
+            }
+        }
+        RR_ASSERT(indexed == total);
+        RR_ASSERT(node_indexed == by_pid_.size());
+        RR_ASSERT(sessions_.size() == lru_.size() && sessions_.size() <= max_sessions);
+        for (const auto& [tick, id] : lru_) {
+            auto s = sessions_.find(id);
+            RR_ASSERT(s != sessions_.end() && s->second.tick == tick && tick < next_tick_);
+            RR_ASSERT(s->second.last_used_ms <= now_ms_);
+        }
+    }
+
+private:
+    struct registry_data {
+        keys mode = keys::unique;
+        std::map<std::string, std::map<pid, json>, std::less<>> entries;  ///< key -> pid -> value
+        std::map<std::string, json, std::less<>> meta;
+        std::map<pid, std::size_t> pids;  ///< pid -> its number of entries here
+        std::size_t registrations = 0;
+    };
+    struct life {
+        std::uint64_t epoch = 0;
+        bool down = false;
+    };
+    struct session {
+        std::uint64_t last_seq = 0;
+        std::uint64_t last_used_ms = 0;
+        std::uint64_t tick = 0;  ///< order of last use (LRU); unique, < next_tick_
+        result last;
+    };
+    using ref = std::pair<std::string, std::string>;  ///< (registry, key)
+
+    [[noreturn]] static void corrupt(const std::string& what) {
+        throw std::runtime_error("raregistry: cannot restore the registry snapshot: " + what);
+    }
+
+    static result refused(errc code) {
+        result r;
+        r.code = code;
+        return r;
+    }
+
+    static bool valid_name(std::string_view s) { return !s.empty() && s.size() <= max_registry_name_bytes; }
+    static bool valid_key(std::string_view s) { return !s.empty() && s.size() <= max_key_bytes; }
+    static bool valid_node(std::string_view s) { return !s.empty() && s.size() <= max_node_name_bytes; }
+    static bool valid_pid(const pid& p) { return valid_node(p.node); }
+    static bool valid_value(const json& v) {
+        std::string cbor;
+        json::to_cbor(v, cbor);
+        return cbor.size() <= max_value_bytes;
+    }
+
+    const registry_data* find_registry(std::string_view name) const {
+        auto it = registries_.find(name);
+        return it == registries_.end() ? nullptr : &it->second;
+    }
+    registry_data* find_registry(std::string_view name) {
+        auto it = registries_.find(name);
+        return it == registries_.end() ? nullptr : &it->second;
+    }
+    const std::map<pid, json>* find_owners(std::string_view reg, std::string_view key) const {
+        const auto* r = find_registry(reg);
+        if (r == nullptr) return nullptr;
+        auto it = r->entries.find(key);
+        return it == r->entries.end() ? nullptr : &it->second;
+    }
+
+    /// Whether `p` belongs to a node life that is over (older than the recorded epoch, or the
+    /// recorded one once down).
+    bool life_over(const pid& p) const {
+        auto it = nodes_.find(p.node);
+        if (it == nodes_.end()) return false;
+        return p.epoch < it->second.epoch || (p.epoch == it->second.epoch && it->second.down);
+    }
+
+    // ---- Sessions ----
+
+    void advance_clock(std::uint64_t leader_time_ms) {
+        now_ms_ = std::max(now_ms_, leader_time_ms);
+        while (!lru_.empty()) {
+            auto s = sessions_.find(lru_.begin()->second);
+            RR_ASSERT(s != sessions_.end() && s->second.last_used_ms <= now_ms_);
+            if (now_ms_ - s->second.last_used_ms <= session_timeout_ms) break;
+            sessions_.erase(s);
+            lru_.erase(lru_.begin());
+        }
+    }
+
+    void remember(std::uint64_t client_id, std::uint64_t seq, const result& r) {
+        auto it = sessions_.find(client_id);
+        if (it == sessions_.end()) {
+            if (sessions_.size() == max_sessions) {
+                RR_ASSERT(!lru_.empty());
+                RR_ASSERT(sessions_.erase(lru_.begin()->second) == 1);
+                lru_.erase(lru_.begin());
+            }
+            it = sessions_.emplace(client_id, session{}).first;
+        } else {
+            RR_ASSERT(lru_.erase(it->second.tick) == 1);
+        }
+        RR_ASSERT(seq > it->second.last_seq);
+        it->second.last_seq = seq;
+        it->second.last_used_ms = now_ms_;
+        it->second.tick = next_tick_++;
+        it->second.last = r;
+        lru_.emplace(it->second.tick, client_id);
+        RR_ASSERT(sessions_.size() == lru_.size() && sessions_.size() <= max_sessions);
+    }
+
+    // ---- Entries and their indexes: the only two functions that change them ----
+
+    void insert_entry(const std::string& name, registry_data& reg, const std::string& key, const pid& p,
+                      const json& value) {
+        auto& owners = reg.entries[key];
+        const bool inserted = owners.emplace(p, value).second;
+        RR_ASSERT(inserted);
+        RR_ASSERT(reg.mode == keys::duplicate || owners.size() == 1);
+        const bool indexed = by_pid_[p].emplace(name, key).second;
+        RR_ASSERT(indexed);
+        by_node_[p.node][p.epoch].insert(p);
+        ++reg.pids[p];
+        ++reg.registrations;
+    }
+
+    void erase_entry(const std::string& name, registry_data& reg,
+                     decltype(registry_data::entries)::iterator key_it, std::map<pid, json>::iterator owner_it) {
+        ++visits_;
+        const pid p = owner_it->first;
+        const ref r{name, key_it->first};
+        key_it->second.erase(owner_it);
+        if (key_it->second.empty()) reg.entries.erase(key_it);
+        auto bp = by_pid_.find(p);
+        RR_ASSERT(bp != by_pid_.end());
+        RR_ASSERT(bp->second.erase(r) == 1);
+        if (bp->second.empty()) {
+            by_pid_.erase(bp);
+            auto bn = by_node_.find(p.node);
+            RR_ASSERT(bn != by_node_.end());
+            auto be = bn->second.find(p.epoch);
+            RR_ASSERT(be != bn->second.end());
+            RR_ASSERT(be->second.erase(p) == 1);
+            if (be->second.empty()) bn->second.erase(be);
+            if (bn->second.empty()) by_node_.erase(bn);
+        }
+        auto pc = reg.pids.find(p);
+        RR_ASSERT(pc != reg.pids.end() && pc->second > 0);
+        if (--pc->second == 0) reg.pids.erase(pc);
+        RR_ASSERT(reg.registrations > 0);
+        --reg.registrations;
+    }
+
+    /// Removes every registration of `p`: O(its registrations · log n).
+    std::uint64_t remove_pid(const pid& p) {
+        auto bp = by_pid_.find(p);
+        if (bp == by_pid_.end()) return 0;
+        const std::set<ref> refs = bp->second;  // erase_entry edits the index as we go
+        for (const auto& [name, key] : refs) {
+            auto reg = registries_.find(name);
+            RR_ASSERT(reg != registries_.end());
+            auto k = reg->second.entries.find(key);
+            RR_ASSERT(k != reg->second.entries.end());
+            auto o = k->second.find(p);
+            RR_ASSERT(o != k->second.end());
+            erase_entry(name, reg->second, k, o);
+        }
+        RR_ASSERT(!by_pid_.contains(p));
+        return refs.size();
+    }
+
+    /// Removes every registration of `node`'s epochs for which `doomed(epoch)` holds, walking
+    /// epochs in order while it does (doomed is "epoch <= e" or "epoch < e").
+    template <class Pred>
+    std::uint64_t remove_lives(const std::string& node, Pred doomed) {
+        auto bn = by_node_.find(node);
+        if (bn == by_node_.end()) return 0;
+        std::vector<pid> victims;
+        for (auto e = bn->second.begin(); e != bn->second.end() && doomed(e->first); ++e)
+            victims.insert(victims.end(), e->second.begin(), e->second.end());
+        std::uint64_t removed = 0;
+        for (const auto& p : victims) removed += remove_pid(p);
+        return removed;
+    }
+
+    // ---- Commands ----
+
+    result execute(const command& c) {
+        return std::visit([this](const auto& x) { return run(x); }, c);
+    }
+
+    result run(const register_key& c) {
+        if (!valid_name(c.registry) || !valid_key(c.key) || !valid_pid(c.owner) || !valid_value(c.value))
+            return refused(errc::invalid_argument);
+        auto reg = registries_.find(c.registry);
+        if (reg == registries_.end()) return refused(errc::unknown_registry);
+        if (life_over(c.owner)) return refused(errc::noproc);
+        auto& data = reg->second;
+        if (auto k = data.entries.find(c.key); k != data.entries.end()) {
+            if (data.mode == keys::unique) {
+                result r = refused(errc::already_registered);
+                r.owner = k->second.begin()->first;
+                return r;
+            }
+            if (auto o = k->second.find(c.owner); o != k->second.end()) {
+                o->second = c.value;
+                return {};
+            }
+        }
+        insert_entry(reg->first, data, c.key, c.owner, c.value);
+        return {};
+    }
+
+    result run(const unregister& c) {
+        if (!valid_name(c.registry) || !valid_key(c.key) || !valid_pid(c.owner))
+            return refused(errc::invalid_argument);
+        auto reg = registries_.find(c.registry);
+        if (reg == registries_.end()) return refused(errc::unknown_registry);
+        auto k = reg->second.entries.find(c.key);
+        if (k == reg->second.entries.end()) return refused(errc::not_registered);
+        auto o = k->second.find(c.owner);
+        if (o == k->second.end())
+            return refused(reg->second.mode == keys::unique ? errc::not_owner : errc::not_registered);
+        erase_entry(reg->first, reg->second, k, o);
+        result r;
+        r.removed = 1;
+        return r;
+    }
+
+    result run(const unregister_match& c) {
+        if (!valid_name(c.registry) || !valid_key(c.key) || !valid_pid(c.owner) || !valid_value(c.pattern) ||
+            (c.guards && (!valid_value(*c.guards) || !guards_hold(*c.guards, json()))))
+            return refused(errc::invalid_argument);
+        auto reg = registries_.find(c.registry);
+        if (reg == registries_.end()) return refused(errc::unknown_registry);
+        result r;
+        auto k = reg->second.entries.find(c.key);
+        if (k == reg->second.entries.end()) return r;
+        auto o = k->second.find(c.owner);
+        if (o == k->second.end() || !matches(c.pattern, o->second)) return r;
+        if (c.guards && guards_hold(*c.guards, o->second) != std::optional<bool>(true)) return r;
+        erase_entry(reg->first, reg->second, k, o);
+        r.removed = 1;
+        return r;
+    }
+
+    result run(const compare_and_set& c) {
+        if (!valid_name(c.registry) || !valid_key(c.key) || !valid_pid(c.owner) || !valid_value(c.expected) ||
+            !valid_value(c.desired))
+            return refused(errc::invalid_argument);
+        auto reg = registries_.find(c.registry);
+        if (reg == registries_.end()) return refused(errc::unknown_registry);
+        auto k = reg->second.entries.find(c.key);
+        if (k == reg->second.entries.end()) return refused(errc::not_registered);
+        auto o = k->second.find(c.owner);
+        if (o == k->second.end())
+            return refused(reg->second.mode == keys::unique ? errc::not_owner : errc::not_registered);
+        if (o->second != c.expected) {
+            result r;
+            r.conflict = true;
+            r.current = o->second;
+            return r;
+        }
+        o->second = c.desired;
+        return {};
+    }
+
+    result run(const put_meta& c) {
+        if (!valid_name(c.registry) || !valid_key(c.key) || !valid_value(c.value))
+            return refused(errc::invalid_argument);
+        auto* reg = find_registry(c.registry);
+        if (reg == nullptr) return refused(errc::unknown_registry);
+        reg->meta.insert_or_assign(c.key, c.value);
+        return {};
+    }
+
+    result run(const delete_meta& c) {
+        if (!valid_name(c.registry) || !valid_key(c.key)) return refused(errc::invalid_argument);
+        auto* reg = find_registry(c.registry);
+        if (reg == nullptr) return refused(errc::unknown_registry);
+        if (auto it = reg->meta.find(c.key); it != reg->meta.end()) reg->meta.erase(it);
+        return {};
+    }
+
+    result run(const process_down& c) {
+        if (!valid_pid(c.owner)) return refused(errc::invalid_argument);
+        result r;
+        r.removed = remove_pid(c.owner);
+        return r;
+    }
+
+    result run(const node_down& c) {
+        if (!valid_node(c.node)) return refused(errc::invalid_argument);
+        auto it = nodes_.find(c.node);
+        if (it == nodes_.end() || c.epoch >= it->second.epoch) nodes_.insert_or_assign(c.node, life{c.epoch, true});
+        result r;
+        r.removed = remove_lives(c.node, [e = c.epoch](std::uint64_t epoch) { return epoch <= e; });
+        RR_ASSERT(registrations_of(c.node, c.epoch) == 0);
+        return r;
+    }
+
+    result run(const node_up& c) {
+        if (!valid_node(c.node)) return refused(errc::invalid_argument);
+        if (auto it = nodes_.find(c.node); it != nodes_.end()) {
+            if (c.epoch < it->second.epoch) return refused(errc::noproc);
+            if (c.epoch == it->second.epoch) return it->second.down ? refused(errc::noproc) : result{};
+        }
+        nodes_.insert_or_assign(c.node, life{c.epoch, false});
+        result r;
+        r.removed = remove_lives(c.node, [e = c.epoch](std::uint64_t epoch) { return epoch < e; });
+        return r;
+    }
+
+    result run(const create_registry& c) {
+        if (!valid_name(c.name)) return refused(errc::invalid_argument);
+        if (const auto* reg = find_registry(c.name))
+            return reg->mode == c.mode ? result{} : refused(errc::invalid_argument);
+        registries_.emplace(c.name, registry_data{}).first->second.mode = c.mode;
+        return {};
+    }
+
+    // ---- Snapshot body ----
+
+    /// Reads a snapshot body into this (empty) state machine; throws on anything malformed,
+    /// including non-canonical order (keys must be strictly increasing), so that a restored
+    /// state snapshots to the same bytes.
+    void load_body(std::string_view body) {
+        detail::reader r(body);
+        auto check = [&r](bool good, const char* what) {
+            if (!r.ok()) corrupt("the body is truncated or malformed");
+            if (!good) corrupt(what);
+        };
+        now_ms_ = r.u64();
+        next_tick_ = r.u64();
+        const std::uint32_t n_nodes = r.count(4 + 8 + 1);
+        check(true, "");
+        const std::string* prev_node = nullptr;
+        for (std::uint32_t i = 0; i < n_nodes; ++i) {
+            std::string node = r.bytes();
+            life l;
+            l.epoch = r.u64();
+            const std::uint8_t down = r.u8();
+            check(down <= 1 && valid_node(node) && (prev_node == nullptr || *prev_node < node), "bad node entry");
+            l.down = down == 1;
+            prev_node = &nodes_.emplace(std::move(node), l).first->first;
+        }
+        const std::uint32_t n_regs = r.count(4 + 1 + 4 + 4);
+        check(true, "");
+        const std::string* prev_reg = nullptr;
+        for (std::uint32_t i = 0; i < n_regs; ++i) {
+            std::string name = r.bytes();
+            const std::uint8_t mode = r.u8();
+            check(mode <= 1 && valid_name(name) && (prev_reg == nullptr || *prev_reg < name), "bad registry entry");
+            auto reg = registries_.emplace(std::move(name), registry_data{}).first;
+            prev_reg = &reg->first;
+            reg->second.mode = static_cast<keys>(mode);
+            const std::uint32_t n_keys = r.count(4 + 4);
+            check(true, "");
+            std::optional<std::string> prev_key;
+            for (std::uint32_t k = 0; k < n_keys; ++k) {
+                std::string key = r.bytes();
+                const std::uint32_t n_owners = r.count(4 + 8 + 8 + 4);
+                check(valid_key(key) && (!prev_key || *prev_key < key) && n_owners > 0 &&
+                          (reg->second.mode == keys::duplicate || n_owners == 1),
+                      "bad key entry");
+                std::optional<pid> prev_pid;
+                for (std::uint32_t o = 0; o < n_owners; ++o) {
+                    pid p = detail::get_pid(r);
+                    json value = detail::get_json(r);
+                    check(valid_pid(p) && (!prev_pid || *prev_pid < p) && !life_over(p), "bad registration");
+                    insert_entry(reg->first, reg->second, key, p, value);
+                    prev_pid = std::move(p);
+                }
+                prev_key = std::move(key);
+            }
+            const std::uint32_t n_meta = r.count(4 + 4);
+            check(true, "");
+            std::optional<std::string> prev_meta;
+            for (std::uint32_t m = 0; m < n_meta; ++m) {
+                std::string key = r.bytes();
+                json value = detail::get_json(r);
+                check(valid_key(key) && (!prev_meta || *prev_meta < key), "bad metadata entry");
+                reg->second.meta.emplace(key, std::move(value));
+                prev_meta = std::move(key);
+            }
+        }
+        const std::uint32_t n_sessions = r.count(8 * 4 + 3 + 8);
+        check(n_sessions <= max_sessions, "too many sessions");
+        std::optional<std::uint64_t> prev_id;
+        for (std::uint32_t i = 0; i < n_sessions; ++i) {
+            const std::uint64_t id = r.u64();
+            session s;
+            s.last_seq = r.u64();
+            s.last_used_ms = r.u64();
+            s.tick = r.u64();
+            s.last = detail::get_result(r);
+            check(id != 0 && (!prev_id || *prev_id < id) && s.last_seq > 0 && s.last_used_ms <= now_ms_ &&
+                      s.tick < next_tick_ && lru_.emplace(s.tick, id).second,
+                  "bad session entry");
+            sessions_.emplace(id, std::move(s));
+            prev_id = id;
+        }
+        check(r.remaining() == 0, "trailing bytes after the body");
+    }
+
+    std::map<std::string, registry_data, std::less<>> registries_;
+    std::map<pid, std::set<ref>> by_pid_;  ///< pid -> its (registry, key) entries
+    std::map<std::string, std::map<std::uint64_t, std::set<pid>>, std::less<>> by_node_;  ///< node -> epoch -> pids
+    std::map<std::string, life, std::less<>> nodes_;  ///< node -> recorded epoch
+    std::map<std::uint64_t, session> sessions_;       ///< client_id -> session
+    std::map<std::uint64_t, std::uint64_t> lru_;      ///< tick -> client_id, oldest first
+    std::uint64_t now_ms_ = 0;
+    std::uint64_t next_tick_ = 0;
+    std::uint64_t visits_ = 0;
+};
+
+static_assert(raft_state_machine<state_machine>);
+
+}  // namespace raregistry::registry
