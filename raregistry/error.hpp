@@ -24,6 +24,7 @@ enum class errc {
     wrong_cluster,        ///< data or peer belongs to another cluster or node id
     frame_too_large,      ///< a frame exceeds the configured limit
     malformed_frame,      ///< bytes that do not decode as a message of a known version
+    outcome_unknown,      ///< leadership changed: the command may or may not have committed
 };
 
 class error_category_impl final : public std::error_category {
@@ -48,6 +49,8 @@ public:
             case errc::wrong_cluster: return "the data or peer belongs to a different cluster or node";
             case errc::frame_too_large: return "frame exceeds the maximum frame size";
             case errc::malformed_frame: return "malformed frame";
+            case errc::outcome_unknown:
+                return "leadership changed before the outcome was known; retry with the same sequence number";
         }
         return "unknown raregistry error";
     }

@@ -73,7 +73,8 @@ struct progress {
     index_t sent_commit = 0;          ///< commit index last sent to it
     // InstallSnapshot in progress (mode::snapshot)
     snapshot sending;
-    std::uint64_t snap_offset = 0;
+    std::uint64_t snap_offset = 0;    ///< bytes the follower acknowledged
+    std::uint64_t snap_sent_end = 0;  ///< end of the chunk outstanding
     int snap_idle_ticks = 0;
 };
 
@@ -111,6 +112,8 @@ public:
 
     /// Advances logical time by one tick.
     void tick() {
+        ++ticks_;
+        expire_forwarded_reads();
         if (role_ == role::leader) return tick_leader();
         ++election_elapsed_;
         if (promotable() && election_elapsed_ >= randomized_timeout_) {
@@ -146,6 +149,7 @@ public:
         message m = make(message_type::read_index, leader_);
         m.context = request;
         send(std::move(m));
+        forwarded_reads_.push_back({request, leader_, ticks_});
     }
 
     /// Starts handing leadership to `to` (a voter): it gets TimeoutNow once caught up.
@@ -153,7 +157,7 @@ public:
     bool transfer_leader(node_id to) {
         if (role_ != role::leader || to == cfg_.id || !conf_.is_voter(to)) return false;
         transferee_ = to;
-        election_elapsed_ = 0;
+        transfer_elapsed_ = 0;
         progress& pr = *find_progress(to);
         if (pr.match == log_.last_index()) send_timeout_now(to);
         else send_append(pr, false);
@@ -405,8 +409,7 @@ private:
             case message_type::timeout_now:
                 return campaign(campaign_kind::forced);
             case message_type::read_index_resp:
-                reads_.push_back({m.reject ? 0 : m.log_index, m.context});
-                return;
+                return answer_forwarded_read(m);
             case message_type::read_index:  // a peer that thinks we lead: it must retry
                 return refuse_read(m.from, m.context);
             default: return;
@@ -436,8 +439,9 @@ private:
                 return;
             }
             case message_type::read_index_resp:
-                reads_.push_back({m.reject ? 0 : m.log_index, m.context});
-                return;
+                return answer_forwarded_read(m);
+            case message_type::read_index:
+                return refuse_read(m.from, m.context);
             default: return;
         }
     }
@@ -489,6 +493,7 @@ private:
         message r = make(message_type::heartbeat_resp, m.from);
         r.context = m.context;
         r.log_index = log_.last_index();
+        r.reject_hint = m.reject_hint;  // echoed
         send(std::move(r));
     }
 
@@ -500,8 +505,9 @@ private:
             r.log_index = log_.committed();
             return send(std::move(r));
         }
-        if (m.offset == 0) {
-            incoming_.emplace();
+        bool same = incoming_ && incoming_->meta == meta;
+        if (m.offset == 0 && !(same && !incoming_->buffer.empty())) {
+            incoming_.emplace();  // a new transfer (a late copy of chunk 0 must not undo progress)
             incoming_->meta = meta;
         }
         if (!incoming_ || incoming_->meta != meta || incoming_->buffer.size() != m.offset) {
@@ -539,6 +545,8 @@ private:
     void tick_leader() {
         ++heartbeat_elapsed_;
         ++election_elapsed_;
+        if (transferee_ != no_node && ++transfer_elapsed_ >= cfg_.election_ticks)
+            transferee_ = no_node;  // a transfer that did not finish in time is abandoned
         if (election_elapsed_ >= cfg_.election_ticks) {
             election_elapsed_ = 0;
             if (cfg_.check_quorum) {
@@ -548,7 +556,6 @@ private:
                 if (active < conf_.quorum()) return become_follower(term_, no_node);
                 for (auto& pr : prs_) pr.recent_active = pr.id == cfg_.id;
             }
-            transferee_ = no_node;  // a transfer that did not finish in time is abandoned
         }
         if (heartbeat_elapsed_ >= cfg_.heartbeat_ticks) {
             heartbeat_elapsed_ = 0;
@@ -569,6 +576,7 @@ private:
             message m = make(message_type::heartbeat, pr.id);
             m.commit = std::min(pr.match, log_.committed());
             m.context = read_seq_;
+            m.reject_hint = pr.next - 1;  // entries up to here were sent before this heartbeat
             send(std::move(m));
         }
         need_read_round_ = false;
@@ -630,6 +638,8 @@ private:
         send_snapshot_chunk(pr);
     }
 
+    /// Sends the chunk at the acknowledged offset. One chunk is outstanding at a time: an
+    /// answer to anything else (late, duplicated) is ignored, so chains never multiply.
     void send_snapshot_chunk(progress& pr) {
         pr.snap_idle_ticks = 0;
         const std::string& data = *pr.sending.data;
@@ -640,11 +650,17 @@ private:
         m.offset = off;
         m.chunk.assign(data, static_cast<std::size_t>(off), n);
         m.done = off + n == data.size();
+        pr.snap_sent_end = off + n;
         send(std::move(m));
     }
 
     void handle_snapshot_resp(progress& pr, const message& m) {
         if (pr.state != progress::mode::snapshot || m.snap != pr.sending.meta) return;
+        if (m.reject) {
+            if (m.offset == pr.snap_offset) return;  // a repeat of a refusal already handled
+        } else if (m.offset != pr.snap_sent_end) {
+            return;  // not the answer to the outstanding chunk
+        }
         pr.snap_offset = m.offset;
         send_snapshot_chunk(pr);
     }
@@ -689,9 +705,9 @@ private:
 
     void handle_heartbeat_resp(progress& pr, const message& m) {
         pr.probe_sent = false;
-        if (pr.state == progress::mode::replicate && m.log_index + 1 < pr.next &&
-            !pr.inflight.empty()) {
-            // The follower lacks entries we think are in flight: they were lost. Probe.
+        if (pr.state == progress::mode::replicate && m.log_index < m.reject_hint &&
+            m.log_index < pr.next - 1 && !pr.inflight.empty()) {
+            // The follower lacks entries sent before this heartbeat: they were lost. Probe.
             become_probe(pr, std::min(pr.next, m.log_index + 1));
         } else if (pr.state == progress::mode::replicate &&
                    pr.inflight.size() >= cfg_.max_inflight_appends) {
@@ -780,11 +796,32 @@ private:
         send(std::move(m));
     }
 
+    void answer_forwarded_read(const message& m) {
+        auto it = std::find_if(forwarded_reads_.begin(), forwarded_reads_.end(),
+                               [&](const forwarded_read& f) { return f.request == m.context && f.to == m.from; });
+        if (it == forwarded_reads_.end()) return;  // already refused (timeout, leader change)
+        forwarded_reads_.erase(it);
+        reads_.push_back({m.reject ? 0 : m.log_index, m.context});
+    }
+
+    /// A read forwarded to a leader that does not answer within an election timeout, or
+    /// to a leader we no longer follow, is refused so that its caller can retry.
+    void expire_forwarded_reads() {
+        while (!forwarded_reads_.empty() &&
+               (forwarded_reads_.front().to != leader_ ||
+                ticks_ - forwarded_reads_.front().sent_tick >= static_cast<std::uint64_t>(cfg_.election_ticks))) {
+            reads_.push_back({0, forwarded_reads_.front().request});
+            forwarded_reads_.pop_front();
+        }
+    }
+
     void fail_pending_reads() {
         for (auto& r : pending_reads_) refuse_read(r.from, r.request);
         for (auto& [request, from] : reads_waiting_commit_) refuse_read(from, request);
         pending_reads_.clear();
         reads_waiting_commit_.clear();
+        for (auto& f : forwarded_reads_) reads_.push_back({0, f.request});
+        forwarded_reads_.clear();
     }
 
     // ---- helpers ------------------------------------------------------------------------
@@ -826,6 +863,11 @@ private:
         std::uint64_t request;
         node_id from;
     };
+    struct forwarded_read {
+        std::uint64_t request;
+        node_id to;
+        std::uint64_t sent_tick;
+    };
     struct incoming_snapshot {
         snapshot_meta meta;
         std::string buffer;
@@ -846,10 +888,13 @@ private:
     std::vector<std::pair<node_id, bool>> votes_;
     std::vector<progress> prs_;
     node_id transferee_ = no_node;
+    int transfer_elapsed_ = 0;
     bool need_broadcast_ = false;
     bool need_read_round_ = false;
     std::uint64_t read_seq_ = 0;
     std::deque<pending_read> pending_reads_;
+    std::deque<forwarded_read> forwarded_reads_;
+    std::uint64_t ticks_ = 0;
     std::vector<std::pair<std::uint64_t, node_id>> reads_waiting_commit_;
     std::optional<incoming_snapshot> incoming_;
     std::optional<snapshot> pending_snapshot_;

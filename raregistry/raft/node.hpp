@@ -9,6 +9,10 @@
 //   3. only then go votes and acknowledgements out, and committed entries get applied.
 // It owns proposals' completion handlers and linearizable-read waiters.
 //
+// While a sync is in flight the node takes no new ready, so the leader's heartbeats wait for
+// its fsync (as in etcd's classic loop): an fsync slower than the election timeout costs an
+// election.
+//
 // Thread safety: a node and its core, storage and state machine belong to the transport's
 // executor; call every member from there (TCP: the node's strand; sim: the simulator).
 
@@ -58,6 +62,7 @@ public:
     void start() {
         persisted_state st = storage_.load();
         if (st.snap.meta.index > 0) sm_.restore(*st.snap.data);
+        sm_applied_ = st.snap.meta.index;
         core_.emplace(opts_.raft, std::move(st));
         transport_.on_receive([this](message m) {
             core_->step(std::move(m));
@@ -82,20 +87,25 @@ public:
     }
 
     /// Proposes a command. `h` runs once: with the state machine's result when the entry
-    /// is applied here, or with not_leader / dropped / shutting_down.
+    /// is applied here; with not_leader (nothing was done), dropped (another entry took its
+    /// index: it did not commit), outcome_unknown (it may or may not commit: retry it with
+    /// the same client sequence number) or shutting_down.
     void propose(std::string data, propose_handler h) {
         if (stopped_) return post_error(std::move(h), errc::shutting_down);
         index_t i = core_->propose(std::move(data));
         if (i == 0) return post_error(std::move(h), errc::not_leader);
-        // Proposals from an earlier leadership at or past this index lost their entries to
-        // a newer leader's log; keep the queue ordered by index.
+        // Proposals from an earlier leadership at or past this index lost their place in our
+        // log (another leader's entries replaced them, though they may still commit through
+        // another node): their outcome is unknown. The queue stays ordered by index; their
+        // handlers run after the new proposal is queued, so they may propose again.
+        std::vector<proposal> superseded;
         while (!proposals_.empty() && proposals_.back().index >= i) {
-            proposal p = std::move(proposals_.back());
+            superseded.push_back(std::move(proposals_.back()));
             proposals_.pop_back();
-            p.handler(errc::dropped, result_type{});
         }
         proposals_.push_back({i, core_->term(), std::move(h)});
         kick();
+        for (auto& p : superseded) p.handler(errc::outcome_unknown, result_type{});
     }
 
     /// Waits until a linearizable read is safe on this node (ReadIndex, §6.4).
@@ -172,6 +182,7 @@ private:
         core_->persisted(r);
         if (r.snap) {
             sm_.restore(*r.snap->data);
+            sm_applied_ = r.snap->meta.index;
             fail_proposals_up_to(r.snap->meta.index);
         }
         for (auto& m : r.after_persist) transport_.send(std::move(m));
@@ -190,11 +201,13 @@ private:
             if (opts_.on_apply) opts_.on_apply(e);
             if (e.type != entry_type::normal) {
                 core_->applied_to(i);
+                sm_applied_ = i;
                 continue;
             }
             const term_t term = e.term;
             result_type result = sm_.apply(e);
             core_->applied_to(i);
+            sm_applied_ = i;
             while (!proposals_.empty() && proposals_.front().index < i) {
                 proposal p = std::move(proposals_.front());
                 proposals_.pop_front();
@@ -212,12 +225,14 @@ private:
     }
 
     void fail_proposals_up_to(index_t i) {
-        // Their entries were replaced by a snapshot from the leader: outcome unknown here.
+        // A snapshot from the leader covers them: they may well have committed, but this
+        // node cannot tell, so their outcome is unknown.
+        std::vector<proposal> covered;
         while (!proposals_.empty() && proposals_.front().index <= i) {
-            proposal p = std::move(proposals_.front());
+            covered.push_back(std::move(proposals_.front()));
             proposals_.pop_front();
-            p.handler(errc::dropped, result_type{});
         }
+        for (auto& p : covered) p.handler(errc::outcome_unknown, result_type{});
         serve_reads();
     }
 
@@ -245,7 +260,9 @@ private:
     }
 
     void serve_reads() {
-        index_t applied = core_->log().applied();
+        // What the state machine holds, not what the core counts as applied: after a
+        // snapshot arrives the core is ahead until the snapshot is durable and restored.
+        index_t applied = sm_applied_;
         while (!read_waiters_.empty() && read_waiters_.begin()->first <= applied) {
             read_handler h = std::move(read_waiters_.begin()->second);
             read_waiters_.erase(read_waiters_.begin());
@@ -261,6 +278,7 @@ private:
     bool kicked_ = false;
     bool persisting_ = false;
     bool stopped_ = false;
+    index_t sm_applied_ = 0;
     std::deque<proposal> proposals_;
     std::uint64_t read_ids_ = 0;
     std::unordered_map<std::uint64_t, read_handler> read_requests_;

@@ -48,12 +48,16 @@ public:
 
     /// Calls `done` once every write made before this call is durable.
     void sync(std::function<void()> done) {
+        // One sync at a time (raft::node never overlaps them): `upto` counts pending writes.
+        RR_ASSERT(!syncing_);
+        syncing_ = true;
         std::size_t upto = pending_.size();
         ++syncs_;
         time_us delay = sync_max_us_ == 0 ? 0 : sim_->rng().between(sync_min_us_, sync_max_us_);
         std::uint64_t gen = generation_;
         sim_->schedule(sim_->now() + delay, owner_, [this, upto, gen, done = std::move(done)] {
             if (gen == generation_) flush(upto);
+            syncing_ = false;
             done();
         });
     }
@@ -64,6 +68,7 @@ public:
         flush(std::min(keep, pending_.size()));
         pending_.clear();
         ++generation_;
+        syncing_ = false;
     }
 
     std::uint64_t syncs() const noexcept { return syncs_; }
@@ -112,6 +117,7 @@ private:
     time_us sync_min_us_ = 0;
     time_us sync_max_us_ = 0;
     bool torn_ = false;
+    bool syncing_ = false;
     std::uint64_t generation_ = 0;
     std::uint64_t syncs_ = 0;
 };

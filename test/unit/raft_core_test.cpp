@@ -522,3 +522,59 @@ TEST_CASE("messages from unknown peers, stale terms and other recipients are ign
     CHECK(s[2].leader() == 1);
     CHECK(s[1].is_leader());
 }
+
+TEST_CASE("a read forwarded to a leader that never answers is refused, not left hanging") {
+    scenario s(3);
+    s.elect(1);
+    s.settle();
+    SUBCASE("the request is lost: refused after an election timeout") {
+        s[3].read_index(5);
+        s.flush(3);
+        s.take([](const message& m) { return m.type == message_type::read_index; });
+        s.tick(3, election - 1);
+        CHECK(s.reads(3).empty());
+        s.tick(3);
+        REQUIRE(s.reads(3).size() == 1);
+        CHECK(s.reads(3)[0].index == 0);
+    }
+    SUBCASE("the follower moves to a new term: refused at once") {
+        s[3].read_index(6);
+        s.flush(3);
+        s.take([](const message& m) { return m.type == message_type::read_index; });
+        message hb;
+        hb.type = message_type::heartbeat;
+        hb.from = 2;
+        hb.to = 3;
+        hb.term = s[3].term() + 1;
+        s.deliver(hb);
+        REQUIRE(s.reads(3).size() == 1);
+        CHECK(s.reads(3)[0].index == 0);
+    }
+}
+
+TEST_CASE("duplicated snapshot messages do not multiply the transfer") {
+    scenario s(3, [](core_config& c) { c.snapshot_chunk_bytes = 4; });
+    s.elect(1);
+    s.crash(3);
+    for (int i = 0; i < 5; ++i) s.propose(1, "c" + std::to_string(i));
+    s.settle();
+    s.tick_all();
+    s.settle();
+    s[1].compact(s[1].log().applied(), std::make_shared<const std::string>("0123456789abcdefghijklmnopqrstuv"));
+    s.restart(3);
+    int chunks = 0;
+    for (int round = 0; round < 3 * election && s.disk_of(3).snap.meta.index == 0; ++round) {
+        s.tick_all();
+        while (!s.wire().empty()) {
+            message m = s.wire().front();
+            s.wire().pop_front();
+            if (m.type == message_type::snapshot) ++chunks;
+            bool twice = m.type == message_type::snapshot || m.type == message_type::snapshot_resp;
+            if (twice) s.deliver(m);  // every chunk and every answer arrives twice
+            s.deliver(m);
+        }
+    }
+    CHECK(s.disk_of(3).snap.meta.index == 6);
+    CHECK(*s.disk_of(3).snap.data == "0123456789abcdefghijklmnopqrstuv");
+    CHECK(chunks <= 8 + 4);  // 8 chunks of 4 bytes, plus a few idle re-sends at most
+}
