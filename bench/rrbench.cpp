@@ -14,6 +14,7 @@
 
 #include <raregistry/raft/node.hpp>
 #include <raregistry/storage/file.hpp>
+#include <raregistry/testing/counter.hpp>
 #include <raregistry/testing/raft_cluster.hpp>
 #include <raregistry/transport/asio_tcp.hpp>
 
@@ -138,16 +139,7 @@ int core_mode(int argc, char** argv) {
 
 // ---- commit mode ------------------------------------------------------------------------
 
-struct counter {
-    using result_type = long long;
-    long long value = 0;
-    result_type apply(const raft::entry& e) {
-        if (!e.data.empty()) ++value;
-        return value;
-    }
-    std::string snapshot() const { return std::to_string(value); }
-    void restore(std::string_view s) { value = std::stoll(std::string(s)); }
-};
+using testing::counter;
 
 using tcp_node = raft::node<transport::asio_tcp, storage::file, counter>;
 
@@ -257,7 +249,7 @@ int commit_mode(int argc, char** argv) {
             return;
         }
         auto t0 = std::chrono::steady_clock::now();
-        leader->node->propose("x", [&, one, t0](std::error_code ec, long long) {
+        leader->node->propose("1", [&, one, t0](std::error_code ec, long long) {
             if (ec) ++failures;
             else {
                 ++commits;

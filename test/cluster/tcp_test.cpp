@@ -5,6 +5,7 @@
 
 #include <raregistry/raft/node.hpp>
 #include <raregistry/storage/file.hpp>
+#include <raregistry/testing/counter.hpp>
 #include <raregistry/transport/asio_tcp.hpp>
 
 #include <csignal>
@@ -23,16 +24,7 @@ namespace asio = boost::asio;
 
 namespace {
 
-struct counter {
-    using result_type = long long;
-    long long value = 0;
-    result_type apply(const raft::entry& e) {
-        if (!e.data.empty()) value += std::stoll(e.data);
-        return value;
-    }
-    std::string snapshot() const { return std::to_string(value); }
-    void restore(std::string_view s) { value = std::stoll(std::string(s)); }
-};
+using testing::counter;
 
 using node_type = raft::node<transport::asio_tcp, storage::file, counter>;
 

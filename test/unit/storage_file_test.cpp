@@ -6,6 +6,7 @@
 #include <raregistry/detail/crc32c.hpp>
 #include <raregistry/raft/node.hpp>
 #include <raregistry/storage/file.hpp>
+#include <raregistry/testing/counter.hpp>
 #include <raregistry/transport/sim.hpp>
 
 #include <cstdlib>
@@ -375,18 +376,7 @@ TEST_CASE("stale entries past a snapshot, replaced before it was taken, do not c
     CHECK(st.entries.empty());
 }
 
-namespace {
-struct counter {
-    using result_type = long long;
-    long long value = 0;
-    result_type apply(const raft::entry& e) {
-        if (!e.data.empty()) value += std::stoll(e.data);
-        return value;
-    }
-    std::string snapshot() const { return std::to_string(value); }
-    void restore(std::string_view s) { value = std::stoll(std::string(s)); }
-};
-}  // namespace
+using testing::counter;
 
 TEST_CASE("a single-node raft::node on file storage keeps every acknowledged command across restarts") {
     temp_dir d;
