@@ -7,12 +7,18 @@
 //       CPU-second and CPU microseconds per command, all three peers counted (they share
 //       this one thread).
 //
+//   rrbench registry [--registrations N]
+//       The registry state machine alone, on one core: apply rate of register commands and
+//       of lookups, heap bytes per registration at N registrations (default 1,000,000),
+//       the cost of node_down for a node owning a tenth of them, snapshot and restore time.
+//
 //   rrbench commit [--nodes N] [--clients C] [--seconds S] [--tls DIR] [--no-fsync]
 //       N nodes in this process over loopback TCP (each on its own thread), file storage
 //       with fsync in a fresh temporary directory, C closed-loop proposers on the leader.
 //       Reports commits/s, latency percentiles, fsyncs/s and the mean batch per fsync.
 
 #include <raregistry/raft/node.hpp>
+#include <raregistry/registry/state_machine.hpp>
 #include <raregistry/storage/file.hpp>
 #include <raregistry/testing/counter.hpp>
 #include <raregistry/testing/raft_cluster.hpp>
@@ -24,6 +30,8 @@
 #include <filesystem>
 #include <future>
 #include <thread>
+
+#include <malloc.h>
 
 #include <charconv>
 #include <cstdio>
@@ -46,7 +54,8 @@ int usage(const char* why) {
     std::fprintf(stderr,
                  "rrbench: %s\n"
                  "usage: rrbench core [--commands N] [--batch B]\n"
-                 "       rrbench commit [--nodes N] [--clients C] [--seconds S] [--tls DIR] [--no-fsync]\n",
+                 "       rrbench commit [--nodes N] [--clients C] [--seconds S] [--tls DIR] [--no-fsync]\n"
+                 "       rrbench registry [--registrations N]\n",
                  why);
     return 2;
 }
@@ -134,6 +143,87 @@ int core_mode(int argc, char** argv) {
     }
     json += "]}";
     std::printf("%s\n", json.c_str());
+    return 0;
+}
+
+// ---- registry mode ------------------------------------------------------------------------
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+int registry_mode(int argc, char** argv) {
+    std::uint64_t n = 1'000'000;
+    for (int i = 2; i < argc; ++i) {
+        std::string_view a = argv[i];
+        std::string_view v = i + 1 < argc ? argv[i + 1] : "";
+        if (a == "--registrations" && parse_u64(v, n)) ++i;
+        else return usage(("bad argument: " + std::string(a)).c_str());
+    }
+    namespace reg = raregistry::registry;
+    auto entry_of = [](std::uint64_t index, const reg::envelope& env) {
+        return raft::entry{1, index, raft::entry_type::normal, reg::encode(env)};
+    };
+    auto heap = [] { return static_cast<double>(mallinfo2().uordblks); };
+    double heap0 = heap();
+    auto sm = std::make_unique<reg::state_machine>();
+    raft::index_t index = 0;
+    reg::envelope create;
+    create.cmd = reg::create_registry{"bench", reg::keys::unique};
+    sm->apply(entry_of(++index, create));
+    // Encode first, so that the apply rate measures applying only.
+    double heap_before = heap();
+    std::vector<raft::entry> entries;
+    entries.reserve(n);
+    for (std::uint64_t i = 0; i < n; ++i) {
+        reg::envelope env;
+        env.client_id = 1 + i % 64;
+        env.seq = 1 + i / 64;
+        env.leader_time_ms = i / 1000;
+        // Ten nodes; node n0 owns a tenth of the registrations.
+        reg::pid owner{"n" + std::to_string(i % 10), 1, i};
+        env.cmd = reg::register_key{"bench", "key-" + std::to_string(i), owner, nlohmann::json(static_cast<std::int64_t>(i))};
+        entries.push_back(entry_of(++index, env));
+    }
+    auto t0 = std::chrono::steady_clock::now();
+    for (auto& e : entries) {
+        auto r = sm->apply(e);
+        if (!r.ok()) {
+            std::fprintf(stderr, "rrbench registry: register failed: %s\n", make_error_code(r.code).message().c_str());
+            return 1;
+        }
+    }
+    double apply_s = seconds_since(t0);
+    entries.clear();
+    entries.shrink_to_fit();
+    double heap_after = heap();  // the entries are freed: what remains is the state machine
+    t0 = std::chrono::steady_clock::now();
+    std::uint64_t found = 0;
+    for (std::uint64_t i = 0; i < n; ++i) found += sm->lookup("bench", "key-" + std::to_string((i * 7919) % n)).size();
+    double lookup_s = seconds_since(t0);
+    t0 = std::chrono::steady_clock::now();
+    std::string image = sm->snapshot();
+    double snapshot_s = seconds_since(t0);
+    t0 = std::chrono::steady_clock::now();
+    reg::state_machine restored;
+    restored.restore(image);
+    double restore_s = seconds_since(t0);
+    reg::envelope down;
+    down.cmd = reg::node_down{"n0", 1};
+    auto down_entry = entry_of(++index, down);
+    t0 = std::chrono::steady_clock::now();
+    auto dr = sm->apply(down_entry);
+    double node_down_s = seconds_since(t0);
+    char buf[1024];
+    std::snprintf(buf, sizeof buf,
+                  "{\"mode\":\"registry\",\"registrations\":%llu,\"register_applies_per_s\":%.0f,"
+                  "\"lookups_per_s\":%.0f,\"lookups_found\":%llu,\"heap_bytes_per_registration\":%.1f,"
+                  "\"snapshot_bytes\":%zu,\"snapshot_ms\":%.1f,\"restore_ms\":%.1f,"
+                  "\"node_down_removed\":%llu,\"node_down_ms\":%.2f,\"heap_before_bytes\":%.0f}",
+                  (unsigned long long)n, static_cast<double>(n) / apply_s, static_cast<double>(n) / lookup_s,
+                  (unsigned long long)found, (heap_after - heap_before) / static_cast<double>(n), image.size(),
+                  snapshot_s * 1000, restore_s * 1000, (unsigned long long)dr.removed, node_down_s * 1000, heap0);
+    std::printf("%s\n", buf);
     return 0;
 }
 
@@ -310,6 +400,7 @@ int main(int argc, char** argv) {
     std::string_view mode = argv[1];
     if (mode == "core") return core_mode(argc, argv);
     if (mode == "commit") return commit_mode(argc, argv);
+    if (mode == "registry") return registry_mode(argc, argv);
     if (mode == "--help" || mode == "-h") {
         usage("help");
         return 0;
