@@ -167,7 +167,7 @@ public:
 
     /// Handles one message from a peer.
     void step(message m) {
-        if (m.from == cfg_.id || m.to != cfg_.id) return;
+        if (m.from == cfg_.id || m.to != cfg_.id || m.type == message_type::app) return;
         if (!handle_term(m)) return;
         switch (m.type) {
             case message_type::pre_vote:

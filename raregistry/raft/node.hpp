@@ -49,7 +49,11 @@ public:
         /// Test hooks: every ready taken, every entry applied.
         std::function<void(const ready&)> on_ready;
         std::function<void(const entry&)> on_apply;
+        /// Every message received, before the core sees it (liveness tracking).
+        std::function<void(const message&)> on_message;
     };
+    /// Receiver of `message_type::app` messages: the layer above Raft (forwarding, liveness).
+    using app_handler = std::function<void(message)>;
 
     node(Transport& transport, Storage& storage, StateMachine& sm, options opts)
         : transport_(transport), storage_(storage), sm_(sm), opts_(std::move(opts)) {
@@ -65,6 +69,12 @@ public:
         sm_applied_ = st.snap.meta.index;
         core_.emplace(opts_.raft, std::move(st));
         transport_.on_receive([this](message m) {
+            if (stopped_) return;
+            if (opts_.on_message) opts_.on_message(m);
+            if (m.type == message_type::app) {
+                if (app_) app_(std::move(m));
+                return;
+            }
             core_->step(std::move(m));
             kick();
         });
@@ -116,6 +126,31 @@ public:
         core_->read_index(id);
         kick();
     }
+
+    /// Runs `h` once the state machine has applied `index` (at once if it has); shutting_down
+    /// if the node stops first.
+    void wait_applied(index_t index, read_handler h) {
+        if (stopped_) return transport_.post([h = std::move(h)] { h(errc::shutting_down); });
+        if (index <= sm_applied_) return transport_.post([h = std::move(h)] { h({}); });
+        read_waiters_.emplace(index, std::move(h));
+    }
+
+    /// Sends `bytes` to peer `to` as an app message of `kind` (best effort, like every send).
+    void send_app(node_id to, std::uint64_t kind, std::string bytes) {
+        message m;
+        m.type = message_type::app;
+        m.from = transport_.self();
+        m.to = to;
+        m.context = kind;
+        m.chunk = std::move(bytes);
+        transport_.send(std::move(m));
+    }
+
+    /// Where app messages from peers go (replaces any earlier receiver).
+    void on_app(app_handler h) { app_ = std::move(h); }
+
+    /// The index the state machine has applied (reads served here see at least this).
+    index_t applied() const noexcept { return sm_applied_; }
 
     /// Asks the leader to hand leadership to `to` (TimeoutNow once it is caught up).
     bool transfer_leader(node_id to) {
@@ -283,6 +318,7 @@ private:
     std::uint64_t read_ids_ = 0;
     std::unordered_map<std::uint64_t, read_handler> read_requests_;
     std::multimap<index_t, read_handler> read_waiters_;
+    app_handler app_;
 };
 
 }  // namespace raregistry::raft

@@ -104,7 +104,8 @@ enum class message_type : std::uint8_t {
     read_index,       ///< follower asks the leader for a read index; context = request id
     read_index_resp,  ///< log_index = the read index; reject = leader cannot serve reads
     timeout_now,      ///< leadership transfer: campaign at once
-    last = timeout_now,
+    app,              ///< not Raft: a message of the layer above (context = kind, chunk = bytes)
+    last = app,
 };
 
 /// Every Raft message. One flat struct, as in etcd: unused fields stay at their defaults.
@@ -144,6 +145,7 @@ inline std::string_view to_string(message_type t) noexcept {
         case message_type::read_index: return "read_index";
         case message_type::read_index_resp: return "read_index_resp";
         case message_type::timeout_now: return "timeout_now";
+        case message_type::app: return "app";
     }
     return "unknown";
 }

@@ -440,6 +440,15 @@ inline std::string encode(const envelope& e) {
     return out;
 }
 
+/// Overwrites the leader_time_ms of an encoded envelope in place (the leader stamps its
+/// clock on commands it proposes, forwarded ones included). Nothing if `bytes` is too short
+/// or of another codec version.
+inline void stamp_leader_time(std::string& bytes, std::uint64_t ms) noexcept {
+    constexpr std::size_t at = 1 + 8 + 8;
+    if (bytes.size() < at + 8 || static_cast<std::uint8_t>(bytes[0]) != codec_version) return;
+    for (int i = 0; i < 8; ++i) bytes[at + static_cast<std::size_t>(i)] = static_cast<char>(ms >> (8 * i));
+}
+
 /// Decodes exactly one envelope from `bytes`; nothing if the bytes are anything else.
 inline std::optional<envelope> decode_envelope(std::string_view bytes) noexcept {
     try {

@@ -44,6 +44,7 @@
 #include <cstdint>
 #include <functional>
 #include <iterator>
+#include <limits>
 #include <map>
 #include <optional>
 #include <set>
@@ -149,10 +150,27 @@ inline std::optional<bool> guards_hold(const json& guards, const json& value) {
     return all;
 }
 
+/// A registration appearing or disappearing, as a listener sees it (Elixir's listeners).
+struct event {
+    enum class kind : std::uint8_t { registered, unregistered };
+    kind what = kind::registered;
+    std::string registry;
+    std::string key;
+    pid owner;
+    json value;  ///< the registered value (registered) or the last one (unregistered)
+};
+
 /// The registry state machine (models raregistry::raft_state_machine).
 class state_machine {
 public:
     using result_type = result;
+    /// Called during apply for every registration added or removed, whatever removed it
+    /// (unregister, process_down, node_down, ...). An observer only: it must not change
+    /// the state machine, and it is not called by restore().
+    using listener = std::function<void(const event&)>;
+
+    /// Replaces the listener (empty: none).
+    void set_listener(listener l) { listener_ = std::move(l); }
 
     /// Applies one committed entry and answers its result. Deterministic; never throws on any
     /// entry data (malformed data answers invalid_argument and changes nothing).
@@ -279,6 +297,35 @@ public:
         return out;
     }
 
+    /// One entry as select() sees it.
+    struct selected {
+        std::string key;
+        pid owner;
+        json value;
+        friend bool operator==(const selected&, const selected&) = default;
+    };
+
+    /// Every entry of the registry, in key then pid order, whose object
+    /// {"key": key, "pid": "node.epoch.serial", "value": value} matches `pattern` and `guards`
+    /// (Elixir's select, on JSON: the pattern and the guards' JSON pointers address that
+    /// object, e.g. pattern {"value": {"role": "worker"}}, guards [[">", "/value/load", 3]]).
+    /// At most `limit` entries. Malformed guards match nothing.
+    std::vector<selected> select(std::string_view reg, const json& pattern, const std::optional<json>& guards,
+                                 std::size_t limit = std::numeric_limits<std::size_t>::max()) const {
+        std::vector<selected> out;
+        const auto* r = find_registry(reg);
+        if (r == nullptr) return out;
+        for (const auto& [key, owners] : r->entries) {
+            for (const auto& [p, value] : owners) {
+                if (out.size() >= limit) return out;
+                json obj = {{"key", key}, {"pid", p.to_string()}, {"value", value}};
+                if (matches(pattern, obj) && (!guards || guards_hold(*guards, obj) == std::optional<bool>(true)))
+                    out.push_back({key, p, value});
+            }
+        }
+        return out;
+    }
+
     /// How many entries under `key` match `pattern` and `guards` (Elixir's count_match).
     std::size_t count_match(std::string_view reg, std::string_view key, const json& pattern,
                             const std::optional<json>& guards = std::nullopt) const {
@@ -351,6 +398,12 @@ public:
         auto it = nodes_.find(node);
         if (it == nodes_.end()) return std::nullopt;
         return std::pair{it->second.epoch, it->second.down};
+    }
+
+    /// Calls f(node, epoch, down) for every node whose life is recorded, in name order.
+    template <class F>
+    void for_each_node(F&& f) const {
+        for (const auto& [name, l] : nodes_) f(name, l.epoch, l.down);
     }
 
     /// Number of registrations (in all registries) of pids of `node` at `epoch`, from the index.
@@ -532,6 +585,7 @@ private:
         by_node_[p.node][p.epoch].insert(p);
         ++reg.pids[p];
         ++reg.registrations;
+        if (listener_) listener_(event{event::kind::registered, name, key, p, value});
     }
 
     void erase_entry(const std::string& name, registry_data& reg,
@@ -539,6 +593,7 @@ private:
         ++visits_;
         const pid p = owner_it->first;
         const ref r{name, key_it->first};
+        if (listener_) listener_(event{event::kind::unregistered, name, key_it->first, p, owner_it->second});
         key_it->second.erase(owner_it);
         if (key_it->second.empty()) reg.entries.erase(key_it);
         auto bp = by_pid_.find(p);
@@ -605,6 +660,7 @@ private:
         auto reg = registries_.find(c.registry);
         if (reg == registries_.end()) return refused(errc::unknown_registry);
         if (life_over(c.owner)) return refused(errc::noproc);
+        adopt_life(c.owner);
         auto& data = reg->second;
         if (auto k = data.entries.find(c.key); k != data.entries.end()) {
             if (data.mode == keys::unique) {
@@ -721,6 +777,13 @@ private:
         return r;
     }
 
+    /// A registration of a life the log has not seen announced is its announcement: the
+    /// leader then watches that life (node_down) even if its node_up is still on the way.
+    void adopt_life(const pid& p) {
+        auto it = nodes_.find(p.node);
+        if (it == nodes_.end() || p.epoch > it->second.epoch) (void)run(node_up{p.node, p.epoch});
+    }
+
     result run(const create_registry& c) {
         if (!valid_name(c.name)) return refused(errc::invalid_argument);
         if (const auto* reg = find_registry(c.name))
@@ -822,6 +885,7 @@ private:
     std::uint64_t now_ms_ = 0;
     std::uint64_t next_tick_ = 0;
     std::uint64_t visits_ = 0;
+    listener listener_;
 };
 
 static_assert(raft_state_machine<state_machine>);

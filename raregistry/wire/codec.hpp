@@ -98,6 +98,15 @@ public:
         if (ok_ && static_cast<std::uint64_t>(n) * min_item_bytes > remaining()) ok_ = false;
         return ok_ ? n : 0;
     }
+    /// Everything not read yet (and nothing left to read after it).
+    std::string_view rest() noexcept {
+        if (!ok_) return {};
+        std::string_view s = in_.substr(pos_);
+        pos_ = in_.size();
+        return s;
+    }
+    /// Whether every byte has been read, without a failure.
+    bool done() const noexcept { return ok_ && pos_ == in_.size(); }
     void fail() noexcept { ok_ = false; }
 
 private:

@@ -1,0 +1,945 @@
+#pragma once
+// registry::replica — one member of a registry cluster: a raft::node replicating the registry
+// state machine, and everything around it that is not Raft:
+//
+// - writes: every command gets a client session (one of `lanes` sequential clients of this
+//   node life, Raft dissertation §6.3) and goes to the leader — proposed here when this node
+//   leads, forwarded otherwise — and is retried with the same sequence number across leader
+//   changes until it applies or its deadline passes. At the deadline an operation that may
+//   have reached a leader reports `timeout` (its outcome is unknown); one that never left
+//   this node reports `no_quorum` (nothing was done).
+// - reads: `linearizable` waits for a ReadIndex barrier; `lease` is served by the leader from
+//   its lease without a round of heartbeats (a follower asks the leader for an index in one
+//   round trip); `local` reads this replica as it is.
+// - node lives: this life's epoch is announced with node_up; the leader proposes
+//   node_down(node, epoch) for a member it has not heard from for `node_down_after`; a node
+//   whose life was declared over (while it was cut off) ends its processes and starts a new
+//   epoch.
+// - fencing: a node that has not been confirmed by the leader's quorum for `fence_after`
+//   (< node_down_after) stops its local processes that claimed unique names, so a name never
+//   has two live owners at once (under bounded clock drift). Confirmation uses beacons: the
+//   leader sends one per `beacon_interval` carrying the last beacon each member acknowledged
+//   and how long ago the leader itself last had a quorum; a member is confirmed as of when it
+//   received a beacon the leader has since seen acknowledged, and no later than the leader's
+//   own quorum contact. The same acknowledgements give the leader its read lease: a follower
+//   acknowledging a beacon promises not to vote for anyone else for the rest of its election
+//   timeout (check-quorum), which the leader counts from when it sent the beacon, shortened
+//   by the assumed clock drift.
+// - local processes: spawn, exit, messages; the exit of a process that ever registered
+//   proposes process_down, and a registration of a process that is already gone (it raced
+//   with the exit) is cleaned up when it applies.
+//
+// Thread safety: a replica belongs to its transport's executor (TCP: the node's strand; sim:
+// the simulator). Call every member from there; the user API (registry.hpp) posts for you.
+
+#include <raregistry/detail/assert.hpp>
+#include <raregistry/error.hpp>
+#include <raregistry/raft/node.hpp>
+#include <raregistry/registry/command.hpp>
+#include <raregistry/registry/state_machine.hpp>
+#include <raregistry/transport/concepts.hpp>
+#include <raregistry/wire/codec.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <system_error>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+namespace raregistry::registry {
+
+/// How fresh a read must be.
+enum class consistency : std::uint8_t {
+    linearizable,  ///< sees every write acknowledged before the read started (ReadIndex)
+    lease,         ///< the same, trusting the leader's lease instead of a heartbeat round
+    local,         ///< this replica as it is: may miss recent writes; no network
+};
+
+/// Settings of one replica. Durations are of the replica's own clock.
+struct replica_options {
+    std::string name;                  ///< this node's name, e.g. "n1" (its raft id is node_id_of(name))
+    std::uint64_t epoch = 1;           ///< this life; must grow across restarts of the node
+    std::vector<std::string> members;  ///< every member's name (including this one)
+    raft::core_config raft;            ///< the id is filled in from the transport
+    std::chrono::microseconds tick{10'000};
+    raft::index_t snapshot_entries = 8192;
+    std::chrono::microseconds node_down_after{5'000'000};  ///< leader: silence before node_down
+    std::chrono::microseconds fence_after{2'000'000};      ///< member: unconfirmed before fencing
+    std::chrono::microseconds beacon_interval{100'000};    ///< leader: beacon period
+    std::chrono::microseconds attempt_timeout{500'000};    ///< one try of a write or read
+    std::chrono::microseconds retry_delay{20'000};         ///< pause after a refusal
+    double max_drift = 0.05;           ///< assumed bound on clock rate error (lease margin)
+    std::size_t lanes = 64;            ///< concurrent writes of this node (more wait in line)
+    /// Called with each new epoch this node takes while running (persist it: a restart must
+    /// use a larger one).
+    std::function<void(std::uint64_t)> on_new_epoch;
+    /// One line per significant event (leadership, node_down, fencing, new epoch).
+    std::function<void(const std::string&)> log;
+};
+
+/// Application message kinds carried in raft app messages between replicas.
+enum class app_kind : std::uint64_t {
+    forward = 1,       ///< [u64 op][u32 attempt][envelope]        follower -> leader
+    forward_reply,     ///< [u64 op][u32 attempt][u32 errc][result] leader -> follower
+    lease_read,        ///< [u64 op][u32 attempt]                   follower -> leader
+    lease_reply,       ///< [u64 op][u32 attempt][u32 errc][u64 index]
+    beacon,            ///< [u64 sent][u64 term][u64 acked][u64 quorum_age]   leader -> member
+    beacon_ack,        ///< [u64 sent][u64 term][u64 promise_us]              member -> leader
+    deliver,           ///< [pid][json message]: a message for a local process
+    user = 64,         ///< kinds from here on belong to the layers above (server.hpp)
+};
+
+template <raft_transport Transport, raft_storage Storage>
+class replica {
+public:
+    using node_type = raft::node<Transport, Storage, state_machine>;
+    using duration = typename Transport::duration;
+    /// Completion of a write: the state machine's result, or an error (nothing applied for
+    /// no_quorum, invalid_argument, noproc, shutting_down; unknown for timeout).
+    using write_handler = std::function<void(std::error_code, result)>;
+    /// Completion of a read barrier: the local state machine may now be read.
+    using read_handler = std::function<void(std::error_code)>;
+    /// A process's mailbox and its exit notification.
+    using message_handler = std::function<void(const json&)>;
+    using exit_handler = std::function<void(const pid&, const std::string& reason)>;
+    using app_handler = std::function<void(raft::node_id from, std::string_view bytes)>;
+
+    replica(Transport& transport, Storage& storage, replica_options opts)
+        : transport_(transport), storage_(storage), opts_(std::move(opts)), epoch_(opts_.epoch) {
+        RR_ASSERT(!opts_.name.empty() && opts_.lanes > 0);
+        RR_ASSERT(opts_.fence_after < opts_.node_down_after);
+        for (const auto& m : opts_.members) names_[raft::node_id_of(m)] = m;
+        names_[raft::node_id_of(opts_.name)] = opts_.name;
+        sm_.set_listener([this](const event& e) { on_event(e); });
+        typename node_type::options no;
+        no.raft = opts_.raft;
+        no.tick = std::chrono::duration_cast<duration>(opts_.tick);
+        no.snapshot_entries = opts_.snapshot_entries;
+        no.on_message = [this](const raft::message& m) { heard(m.from); };
+        node_.emplace(transport_, storage_, sm_, no);
+        new_lanes();
+    }
+    replica(const replica&) = delete;
+    replica& operator=(const replica&) = delete;
+    ~replica() { stopped_ = true; }
+
+    /// Starts Raft, announces this life (node_up) and starts the liveness loops.
+    void start() {
+        node_->on_app([this](raft::message m) { on_app(m.from, m.context, m.chunk); });
+        node_->start();
+        started_at_ = transport_.now();
+        confirmed_ = started_at_;
+        self_pid_ = spawn_process({}, {});
+        announce_life();
+        schedule_liveness();
+    }
+
+    /// Stops: pending operations complete with shutting_down; local processes exit.
+    void stop() {
+        if (stopped_) return;
+        stopped_ = true;
+        node_->stop();
+        auto writes = std::move(writes_);
+        writes_.clear();
+        for (auto& [_, op] : writes) finish(*op, errc::shutting_down, {});
+        auto reads = std::move(reads_);
+        reads_.clear();
+        for (auto& [_, op] : reads) finish_read(*op, errc::shutting_down);
+        auto procs = std::move(procs_);
+        procs_.clear();
+        for (auto& [p, proc] : procs)
+            if (proc.on_exit) proc.on_exit(p, "shutdown");
+    }
+
+    // ---- Processes ---------------------------------------------------------------------
+
+    /// A new local process of this life. `on_message` receives what is sent to it;
+    /// `on_exit` runs once when it exits, for whatever reason.
+    pid spawn_process(message_handler on_message, exit_handler on_exit) {
+        pid p{opts_.name, epoch_, ++serial_};
+        procs_.emplace(p, process{std::move(on_message), std::move(on_exit)});
+        return p;
+    }
+
+    /// Ends local process `p` (nothing if it is not alive). Its registrations disappear
+    /// through the log (process_down), without anyone unregistering them.
+    void exit_process(const pid& p, const std::string& reason = "normal") {
+        auto it = procs_.find(p);
+        if (it == procs_.end()) return;
+        process proc = std::move(it->second);
+        procs_.erase(it);
+        unique_claims_.erase(p);
+        if (registered_.erase(p) > 0) propose_process_down(p);
+        if (p == self_pid_ && !stopped_) self_pid_ = spawn_process({}, {});
+        if (proc.on_exit) proc.on_exit(p, reason);
+    }
+
+    /// Whether `p` is a live process of this node.
+    bool alive(const pid& p) const { return procs_.contains(p); }
+    /// Number of live local processes (the node's own included).
+    std::size_t process_count() const noexcept { return procs_.size(); }
+    /// The node's own long-lived process (replaced if fencing or a new life ends it).
+    const pid& self_pid() const noexcept { return self_pid_; }
+    /// This node's current life.
+    std::uint64_t epoch() const noexcept { return epoch_; }
+    const std::string& name() const noexcept { return opts_.name; }
+
+    /// Delivers `msg` to process `to`, wherever it lives (best effort, like Erlang's send).
+    /// noproc if `to` is local and not alive or its node is not a member.
+    std::error_code send(const pid& to, json msg) {
+        if (to.node == opts_.name) {
+            if (to.epoch != epoch_ || !procs_.contains(to)) return errc::noproc;
+            transport_.post([this, to, msg = std::move(msg)] { deliver(to, msg); });
+            return {};
+        }
+        auto id = raft::node_id_of(to.node);
+        if (!names_.contains(id)) return errc::noproc;
+        std::string bytes;
+        wire::detail::writer w(bytes);
+        put_pid(w, to);
+        const auto cbor = json::to_cbor(msg);
+        w.bytes(std::string_view(reinterpret_cast<const char*>(cbor.data()), cbor.size()));
+        node_->send_app(id, static_cast<std::uint64_t>(app_kind::deliver), std::move(bytes));
+        return {};
+    }
+
+    /// Sends an app message of a kind >= app_kind::user to member `to` (best effort).
+    void send_app(const std::string& to, std::uint64_t kind, std::string bytes) {
+        RR_ASSERT(kind >= static_cast<std::uint64_t>(app_kind::user));
+        node_->send_app(raft::node_id_of(to), kind, std::move(bytes));
+    }
+    /// Receives app messages of `kind` (>= app_kind::user).
+    void on_app_kind(std::uint64_t kind, app_handler h) { user_apps_[kind] = std::move(h); }
+    /// The member name of raft id `id`, empty if unknown.
+    std::string member_name(raft::node_id id) const {
+        auto it = names_.find(id);
+        return it == names_.end() ? std::string() : it->second;
+    }
+
+    // ---- Commands ----------------------------------------------------------------------
+
+    /// Applies `cmd` through the log, exactly once, within `timeout`. Registrations of local
+    /// processes are claims the node watches (process exit, fencing).
+    void write(command cmd, duration timeout, write_handler h) {
+        if (stopped_) return post_result(std::move(h), errc::shutting_down);
+        if (auto ec = check_owner(cmd)) return post_result(std::move(h), ec);
+        auto op = std::make_shared<write_op>();
+        op->id = ++op_ids_;
+        op->env.cmd = std::move(cmd);
+        op->handler = std::move(h);
+        op->deadline = transport_.now() + timeout;
+        op->session = true;
+        note_claim(op->env.cmd);
+        writes_.emplace(op->id, op);
+        if (free_lanes_.empty()) {
+            waiting_.push_back(op);
+            arm_deadline(op);
+            return;
+        }
+        take_lane(*op);
+        attempt(op);
+    }
+
+    /// Makes sure registry `name` exists with `mode` (creating it through the log the first
+    /// time this node asks): ok, or invalid_argument if it exists with the other mode.
+    void ensure_registry(const std::string& name, keys mode, duration timeout, read_handler h) {
+        if (stopped_) return transport_.post([h = std::move(h)] { h(errc::shutting_down); });
+        if (auto it = created_.find(name); it != created_.end() && it->second == mode)
+            return transport_.post([h = std::move(h)] { h({}); });
+        if (sm_.mode(name) == mode) {  // applied here already (created by another node)
+            created_[name] = mode;
+            return transport_.post([h = std::move(h)] { h({}); });
+        }
+        write_unsessioned(create_registry{name, mode}, timeout,
+                          [this, name, mode, h = std::move(h)](std::error_code ec, result r) {
+                              if (!ec && r.code == errc::ok) created_[name] = mode;
+                              h(ec ? ec : std::error_code(r.code));
+                          });
+    }
+
+    /// Waits until this replica may serve a read of the given consistency, within `timeout`.
+    void read_barrier(consistency c, duration timeout, read_handler h) {
+        if (stopped_) return transport_.post([h = std::move(h)] { h(errc::shutting_down); });
+        if (c == consistency::local) return transport_.post([h = std::move(h)] { h({}); });
+        auto op = std::make_shared<read_op>();
+        op->id = ++op_ids_;
+        op->lease = c == consistency::lease;
+        op->handler = std::move(h);
+        op->deadline = transport_.now() + timeout;
+        reads_.emplace(op->id, op);
+        read_attempt(op);
+    }
+
+    /// Asks the leader (this node) to hand leadership to `to`; lease reads pause meanwhile,
+    /// since the transferee may win without waiting out the followers' promises.
+    bool transfer_leader(const std::string& to) {
+        lease_blocked_until_ = transport_.now() + 2 * opts_.raft.election_ticks *
+                                                      std::chrono::duration_cast<duration>(opts_.tick);
+        return node_->transfer_leader(raft::node_id_of(to));
+    }
+
+    /// The replicated state (read it after a barrier, or as `local`).
+    const state_machine& state() const noexcept { return sm_; }
+    node_type& raft_node() noexcept { return *node_; }
+    const raft::core& core() const { return node_->core(); }
+    Transport& net() noexcept { return transport_; }
+
+    /// Whether this node is fenced now (cut off from the leader's quorum for fence_after).
+    bool fenced() const noexcept { return fenced_; }
+    /// Whether this node, as leader, holds a valid read lease now.
+    bool has_lease() const { return lease_valid(); }
+
+    /// Subscribes to registrations appearing and disappearing on this replica as they apply
+    /// (every node sees every registration of the cluster). Returns an id for unsubscribe.
+    std::uint64_t subscribe(state_machine::listener l) {
+        listeners_.emplace(++listener_ids_, std::move(l));
+        return listener_ids_;
+    }
+    void unsubscribe(std::uint64_t id) { listeners_.erase(id); }
+
+    /// Counters for metrics and tests.
+    struct counters {
+        std::uint64_t writes = 0, write_retries = 0, forwarded = 0, timeouts = 0;
+        std::uint64_t node_downs_proposed = 0, fencings = 0, new_epochs = 0, process_downs = 0;
+    };
+    const counters& stats() const noexcept { return stats_; }
+
+private:
+    struct process {
+        message_handler on_message;
+        exit_handler on_exit;
+    };
+    struct lane {
+        std::uint64_t client_id = 0;
+        std::uint64_t seq = 0;
+    };
+    struct write_op {
+        std::uint64_t id = 0;
+        envelope env;
+        std::string bytes;
+        write_handler handler;
+        duration deadline{};
+        std::uint32_t attempt = 0;
+        bool session = true;
+        bool maybe_sent = false;
+        bool done = false;
+        int lane = -1;
+        std::uint64_t life = 0;  ///< session-less liveness commands: the epoch they belong to
+    };
+    struct read_op {
+        std::uint64_t id = 0;
+        bool lease = false;
+        read_handler handler;
+        duration deadline{};
+        std::uint32_t attempt = 0;
+        bool done = false;
+    };
+
+    // ---- writes ------------------------------------------------------------------------
+
+    void post_result(write_handler h, std::error_code ec) {
+        transport_.post([h = std::move(h), ec] { h(ec, result{}); });
+    }
+
+    std::error_code check_owner(const command& cmd) const {
+        const pid* owner = std::visit(
+            [](const auto& c) -> const pid* {
+                using C = std::decay_t<decltype(c)>;
+                if constexpr (std::is_same_v<C, register_key> || std::is_same_v<C, compare_and_set>)
+                    return &c.owner;
+                else
+                    return nullptr;
+            },
+            cmd);
+        if (owner == nullptr) return {};
+        if (owner->node != opts_.name) return errc::invalid_argument;  // only local processes act
+        if (!procs_.contains(*owner)) return errc::noproc;
+        return {};
+    }
+
+    void note_claim(const command& cmd) {
+        if (const auto* r = std::get_if<register_key>(&cmd)) {
+            registered_.insert(r->owner);
+            if (sm_.mode(r->registry) != keys::duplicate) unique_claims_.insert(r->owner);
+        }
+    }
+
+    void new_lanes() {
+        lanes_.assign(opts_.lanes, lane{});
+        free_lanes_.clear();
+        // One client id per lane, distinct per node life: a hash of (name, epoch) and the lane.
+        std::uint64_t h = raft::node_id_of(opts_.name + "#" + std::to_string(epoch_));
+        for (std::size_t i = 0; i < lanes_.size(); ++i) {
+            lanes_[i].client_id = ((h << 16) | i) | (std::uint64_t{1} << 63);
+            free_lanes_.push_back(static_cast<int>(lanes_.size() - 1 - i));
+        }
+    }
+
+    void take_lane(write_op& op) {
+        op.lane = free_lanes_.back();
+        free_lanes_.pop_back();
+        auto& l = lanes_[static_cast<std::size_t>(op.lane)];
+        op.env.client_id = l.client_id;
+        op.env.seq = ++l.seq;
+        op.bytes = encode(op.env);
+    }
+
+    void release_lane(write_op& op) {
+        if (op.lane < 0) return;
+        free_lanes_.push_back(op.lane);
+        op.lane = -1;
+        while (!free_lanes_.empty() && !waiting_.empty()) {
+            auto next = waiting_.front();
+            waiting_.pop_front();
+            if (next->done) continue;
+            take_lane(*next);
+            attempt(next);
+        }
+    }
+
+    /// Proposes a session-less command (liveness, registry creation): idempotent, so retries
+    /// need no deduplication.
+    void write_unsessioned(command cmd, duration timeout, write_handler h) {
+        auto op = std::make_shared<write_op>();
+        op->id = ++op_ids_;
+        op->env.cmd = std::move(cmd);
+        op->handler = std::move(h);
+        op->deadline = transport_.now() + timeout;
+        op->session = false;
+        op->life = epoch_;
+        op->bytes = encode(op->env);
+        writes_.emplace(op->id, op);
+        attempt(op);
+    }
+
+    void arm_deadline(const std::shared_ptr<write_op>& op) {
+        transport_.after(op->deadline - transport_.now(), [this, op] {
+            if (!op->done && !stopped_ && transport_.now() >= op->deadline) attempt(op);
+        });
+    }
+
+    void attempt(const std::shared_ptr<write_op>& op) {
+        if (op->done || stopped_) return;
+        const duration now = transport_.now();
+        if (now >= op->deadline) {
+            ++stats_.timeouts;
+            return finish(*op, op->maybe_sent ? errc::timeout : errc::no_quorum, {});
+        }
+        if (op->lane < 0 && op->session) return;  // still waiting for a lane
+        const std::uint32_t n = ++op->attempt;
+        if (n > 1) ++stats_.write_retries;
+        const duration wait = std::min<duration>(std::chrono::duration_cast<duration>(opts_.attempt_timeout),
+                                                 op->deadline - now);
+        transport_.after(wait, [this, op, n] {
+            if (!op->done && !stopped_ && op->attempt == n) attempt(op);
+        });
+        const raft::node_id leader = node_->core().leader();
+        const raft::node_id self = transport_.self();
+        if (leader == self && node_->core().is_leader()) {
+            op->maybe_sent = true;
+            stamp_leader_time(op->bytes, leader_time_ms());
+            node_->propose(op->bytes, [this, op, n](std::error_code ec, result r) { outcome(op, n, ec, std::move(r)); });
+        } else if (leader != raft::no_node) {
+            op->maybe_sent = true;
+            ++stats_.forwarded;
+            std::string bytes;
+            wire::detail::writer w(bytes);
+            w.u64(op->id);
+            w.u32(n);
+            bytes += op->bytes;
+            node_->send_app(leader, static_cast<std::uint64_t>(app_kind::forward), std::move(bytes));
+        } else {
+            retry_soon(op, n);
+        }
+    }
+
+    void retry_soon(const std::shared_ptr<write_op>& op, std::uint32_t n) {
+        transport_.after(std::chrono::duration_cast<duration>(opts_.retry_delay), [this, op, n] {
+            if (!op->done && !stopped_ && op->attempt == n) attempt(op);
+        });
+    }
+
+    void outcome(const std::shared_ptr<write_op>& op, std::uint32_t n, std::error_code ec, result r) {
+        if (op->done || stopped_) return;
+        if (!ec) {
+            if (r.code == errc::dropped) return;  // a stale duplicate of an earlier try: ignore
+            return finish(*op, {}, std::move(r));
+        }
+        if (ec == errc::shutting_down) return finish(*op, ec, {});
+        // not_leader, dropped (did not commit), outcome_unknown: try again, same sequence number.
+        if (op->attempt == n) retry_soon(op, n);
+    }
+
+    void finish(write_op& op, std::error_code ec, result r) {
+        if (op.done) return;
+        op.done = true;
+        writes_.erase(op.id);
+        release_lane(op);
+        ++stats_.writes;
+        if (op.handler) {
+            auto h = std::move(op.handler);
+            h(ec, std::move(r));
+        }
+    }
+
+    std::uint64_t leader_time_ms() const {
+        return static_cast<std::uint64_t>(
+            std::chrono::duration_cast<std::chrono::milliseconds>(transport_.now()).count());
+    }
+
+    // ---- reads -------------------------------------------------------------------------
+
+    void read_attempt(const std::shared_ptr<read_op>& op) {
+        if (op->done || stopped_) return;
+        const duration now = transport_.now();
+        if (now >= op->deadline) return finish_read(*op, errc::timeout);
+        const std::uint32_t n = ++op->attempt;
+        const duration wait = std::min<duration>(std::chrono::duration_cast<duration>(opts_.attempt_timeout),
+                                                 op->deadline - now);
+        transport_.after(wait, [this, op, n] {
+            if (!op->done && !stopped_ && op->attempt == n) read_attempt(op);
+        });
+        auto on_barrier = [this, op, n](std::error_code ec) {
+            if (op->done || stopped_) return;
+            if (!ec) return finish_read(*op, {});
+            if (ec == errc::shutting_down) return finish_read(*op, ec);
+            if (op->attempt == n)
+                transport_.after(std::chrono::duration_cast<duration>(opts_.retry_delay), [this, op, n] {
+                    if (!op->done && !stopped_ && op->attempt == n) read_attempt(op);
+                });
+        };
+        if (op->lease) {
+            const auto& c = node_->core();
+            if (c.is_leader()) {
+                if (auto index = lease_index()) return node_->wait_applied(*index, on_barrier);
+            } else if (c.leader() != raft::no_node) {
+                std::string bytes;
+                wire::detail::writer w(bytes);
+                w.u64(op->id);
+                w.u32(n);
+                node_->send_app(c.leader(), static_cast<std::uint64_t>(app_kind::lease_read), std::move(bytes));
+                return;
+            }
+        }
+        node_->read_barrier(on_barrier);
+    }
+
+    void finish_read(read_op& op, std::error_code ec) {
+        if (op.done) return;
+        op.done = true;
+        reads_.erase(op.id);
+        if (op.handler) {
+            auto h = std::move(op.handler);
+            h(ec);
+        }
+    }
+
+    /// The index a lease read must wait for, if this leader may serve one now: a valid
+    /// lease, an entry of its own term committed, and no leadership transfer under way.
+    std::optional<raft::index_t> lease_index() const {
+        const auto& c = node_->core();
+        if (!c.is_leader() || c.transferee() != raft::no_node || transport_.now() < lease_blocked_until_ ||
+            !lease_valid())
+            return std::nullopt;
+        const auto& log = c.log();
+        if (log.term(log.committed()) != std::optional<raft::term_t>(c.term())) return std::nullopt;
+        return log.committed();
+    }
+
+    bool lease_valid() const {
+        const auto& c = node_->core();
+        if (!c.is_leader() || lease_term_ != c.term()) return false;
+        const duration now = transport_.now();
+        std::vector<duration> until;
+        for (raft::node_id v : c.conf().voters) {
+            if (v == transport_.self()) continue;
+            auto it = lease_until_.find(v);
+            until.push_back(it == lease_until_.end() ? duration::zero() : it->second);
+        }
+        const std::size_t voters = until.size() + 1, needed = voters / 2;  // others needed besides self
+        if (needed == 0) return true;
+        std::sort(until.begin(), until.end(), std::greater<>());
+        return until[needed - 1] > now;
+    }
+
+    // ---- app messages ------------------------------------------------------------------
+
+    void on_app(raft::node_id from, std::uint64_t kind, std::string_view bytes) {
+        if (stopped_ || !names_.contains(from)) return;  // unknown peers are ignored
+        wire::detail::reader r(bytes);
+        switch (static_cast<app_kind>(kind)) {
+            case app_kind::forward: {
+                const std::uint64_t id = r.u64();
+                const std::uint32_t n = r.u32();
+                if (!r.ok()) return;
+                std::string env(r.rest());
+                return serve_forward(from, id, n, std::move(env));
+            }
+            case app_kind::forward_reply: {
+                const std::uint64_t id = r.u64();
+                const std::uint32_t n = r.u32();
+                const auto code = static_cast<errc>(r.u32());
+                if (!r.ok()) return;
+                auto it = writes_.find(id);
+                if (it == writes_.end()) return;
+                auto op = it->second;
+                if (code != errc::ok) return outcome(op, n, code, {});
+                auto res = decode_result(r.rest());
+                if (!res) return;
+                return outcome(op, n, {}, std::move(*res));
+            }
+            case app_kind::lease_read: {
+                const std::uint64_t id = r.u64();
+                const std::uint32_t n = r.u32();
+                if (!r.done()) return;
+                return serve_lease_read(from, id, n);
+            }
+            case app_kind::lease_reply: {
+                const std::uint64_t id = r.u64();
+                const std::uint32_t n = r.u32();
+                const auto code = static_cast<errc>(r.u32());
+                const raft::index_t index = r.u64();
+                if (!r.done()) return;
+                auto it = reads_.find(id);
+                if (it == reads_.end()) return;
+                auto op = it->second;
+                if (op->attempt != n) return;
+                if (code != errc::ok) {
+                    transport_.after(std::chrono::duration_cast<duration>(opts_.retry_delay), [this, op, n] {
+                        if (!op->done && !stopped_ && op->attempt == n) read_attempt(op);
+                    });
+                    return;
+                }
+                node_->wait_applied(index, [this, op](std::error_code ec) {
+                    if (!op->done && !stopped_) finish_read(*op, ec);
+                });
+                return;
+            }
+            case app_kind::beacon: return on_beacon(from, r);
+            case app_kind::beacon_ack: return on_beacon_ack(from, r);
+            case app_kind::deliver: {
+                pid to = get_pid(r);
+                std::string cbor = r.bytes();
+                if (!r.done() || to.node != opts_.name) return;
+                auto msg = json::from_cbor(cbor, true, false);
+                if (msg.is_discarded()) return;
+                return deliver(to, msg);
+            }
+            default:
+                if (auto it = user_apps_.find(kind); it != user_apps_.end()) it->second(from, bytes);
+                return;
+        }
+    }
+
+    void reply(raft::node_id to, app_kind kind, std::uint64_t id, std::uint32_t n, std::error_code ec,
+               std::string tail) {
+        std::string bytes;
+        wire::detail::writer w(bytes);
+        w.u64(id);
+        w.u32(n);
+        w.u32(static_cast<std::uint32_t>(ec ? ec.value() : 0));
+        bytes += tail;
+        node_->send_app(to, static_cast<std::uint64_t>(kind), std::move(bytes));
+    }
+
+    void serve_forward(raft::node_id from, std::uint64_t id, std::uint32_t n, std::string env) {
+        if (!node_->core().is_leader() || !decode_envelope(env))
+            return reply(from, app_kind::forward_reply, id, n,
+                         node_->core().is_leader() ? errc::invalid_argument : errc::not_leader, {});
+        stamp_leader_time(env, leader_time_ms());
+        node_->propose(std::move(env), [this, from, id, n](std::error_code ec, result r) {
+            if (stopped_) return;
+            reply(from, app_kind::forward_reply, id, n, ec, ec ? std::string() : encode(r));
+        });
+    }
+
+    void serve_lease_read(raft::node_id from, std::uint64_t id, std::uint32_t n) {
+        auto send_index = [this, from, id, n](std::error_code ec, raft::index_t index) {
+            std::string tail;
+            wire::detail::writer w(tail);
+            w.u64(index);
+            reply(from, app_kind::lease_reply, id, n, ec, std::move(tail));
+        };
+        if (!node_->core().is_leader()) return send_index(errc::not_leader, 0);
+        if (auto index = lease_index()) return send_index({}, *index);
+        // No lease: a ReadIndex round, then the index this replica has applied.
+        node_->read_barrier([this, send_index](std::error_code ec) {
+            if (!stopped_) send_index(ec, ec ? 0 : node_->applied());
+        });
+    }
+
+    void deliver(const pid& to, const json& msg) {
+        auto it = procs_.find(to);
+        if (it == procs_.end() || !it->second.on_message) return;
+        auto h = it->second.on_message;  // the handler may exit the process
+        h(msg);
+    }
+
+    // ---- liveness: beacons, lease, node_down, fencing, lives -----------------------------
+
+    void heard(raft::node_id from) { last_heard_[from] = transport_.now(); }
+
+    void schedule_liveness() {
+        transport_.after(std::chrono::duration_cast<duration>(opts_.beacon_interval), [this] {
+            if (stopped_) return;
+            liveness_round();
+            schedule_liveness();
+        });
+    }
+
+    void liveness_round() {
+        const auto& c = node_->core();
+        const duration now = transport_.now();
+        if (c.is_leader()) {
+            if (lease_term_ != c.term()) {  // a new leadership: everybody gets a full grace period
+                lease_term_ = c.term();
+                lease_until_.clear();
+                acked_.clear();
+                for (auto& [id, _] : names_) last_heard_[id] = now;
+                log("leader in term " + std::to_string(c.term()));
+            }
+            send_beacons(now);
+            watch_members(now);
+        }
+        check_fence(now);
+        check_life();
+    }
+
+    /// The time by which a quorum (this leader included) had acknowledged beacons.
+    duration quorum_contact(duration now) const {
+        const auto& c = node_->core();
+        std::vector<duration> acks;
+        for (raft::node_id v : c.conf().voters) {
+            if (v == transport_.self()) continue;
+            auto it = acked_.find(v);
+            acks.push_back(it == acked_.end() ? duration::zero() : it->second);
+        }
+        const std::size_t needed = (acks.size() + 1) / 2;
+        if (needed == 0) return now;
+        std::sort(acks.begin(), acks.end(), std::greater<>());
+        return acks[needed - 1];
+    }
+
+    void send_beacons(duration now) {
+        const auto& c = node_->core();
+        const duration qc = quorum_contact(now);
+        confirmed_ = std::max(confirmed_, qc);
+        const auto age = static_cast<std::uint64_t>((now - qc).count());
+        for (auto& [id, _] : names_) {
+            if (id == transport_.self()) continue;
+            std::string bytes;
+            wire::detail::writer w(bytes);
+            w.u64(static_cast<std::uint64_t>(now.count()));
+            w.u64(c.term());
+            auto a = acked_.find(id);
+            w.u64(a == acked_.end() ? 0 : static_cast<std::uint64_t>(a->second.count()));
+            w.u64(age);
+            node_->send_app(id, static_cast<std::uint64_t>(app_kind::beacon), std::move(bytes));
+        }
+    }
+
+    void on_beacon(raft::node_id from, wire::detail::reader& r) {
+        const std::uint64_t sent = r.u64(), term = r.u64(), acked = r.u64(), quorum_age = r.u64();
+        if (!r.done()) return;
+        const auto& c = node_->core();
+        const duration now = transport_.now();
+        // Confirmation: when we received the beacon the leader has since seen acknowledged,
+        // but no later than the leader's own quorum contact.
+        if (term == c.term() && c.leader() == from && acked != 0) {
+            auto it = beacon_recv_.find(acked);
+            if (it != beacon_recv_.end()) {
+                duration leader_bound = now - duration(static_cast<std::int64_t>(quorum_age));
+                confirmed_ = std::max(confirmed_, std::min(it->second, leader_bound));
+            }
+        }
+        beacon_recv_[sent] = now;
+        while (beacon_recv_.size() > 256) beacon_recv_.erase(beacon_recv_.begin());
+        // Promise: while this follower has heard from its leader within the election timeout
+        // it refuses votes (check-quorum), for the rest of that timeout.
+        std::uint64_t promise = 0;
+        if (term == c.term() && c.leader() == from && c.state() == raft::role::follower) {
+            // The current tick may end at once: count only the whole ticks left after it.
+            const int left = opts_.raft.election_ticks - c.election_elapsed() - 1;
+            if (left > 0)
+                promise = static_cast<std::uint64_t>(
+                    std::chrono::duration_cast<duration>(opts_.tick * left).count());
+        }
+        std::string bytes;
+        wire::detail::writer w(bytes);
+        w.u64(sent);
+        w.u64(term);
+        w.u64(promise);
+        node_->send_app(from, static_cast<std::uint64_t>(app_kind::beacon_ack), std::move(bytes));
+    }
+
+    void on_beacon_ack(raft::node_id from, wire::detail::reader& r) {
+        const std::uint64_t sent = r.u64(), term = r.u64(), promise = r.u64();
+        if (!r.done()) return;
+        const auto& c = node_->core();
+        if (!c.is_leader() || term != c.term() || lease_term_ != term) return;
+        const duration at(static_cast<std::int64_t>(sent));
+        auto& a = acked_[from];
+        a = std::max(a, at);
+        if (promise > 0) {
+            const auto margin = static_cast<std::int64_t>(static_cast<double>(promise) * (1.0 - 2 * opts_.max_drift));
+            auto& l = lease_until_[from];
+            l = std::max(l, at + duration(margin));
+        }
+    }
+
+    /// Leader: a member silent for node_down_after loses its life (one command for all its
+    /// registrations).
+    void watch_members(duration now) {
+        const auto limit = std::chrono::duration_cast<duration>(opts_.node_down_after);
+        sm_.for_each_node([&](const std::string& name, std::uint64_t epoch, bool down) {
+            if (down || name == opts_.name) return;
+            auto id = raft::node_id_of(name);
+            auto h = last_heard_.find(id);
+            const duration last = h == last_heard_.end() ? started_at_ : h->second;
+            if (now - last <= limit) return;
+            auto [it, fresh] = downing_.emplace(name, epoch);
+            if (!fresh && it->second == epoch) return;  // already proposed
+            it->second = epoch;
+            ++stats_.node_downs_proposed;
+            log("node_down " + name + " epoch " + std::to_string(epoch) + " (silent for " +
+                std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(now - last).count()) + " ms)");
+            write_unsessioned(node_down{name, epoch}, limit, [this, name, epoch](std::error_code ec, result) {
+                if (ec) {
+                    auto d = downing_.find(name);
+                    if (d != downing_.end() && d->second == epoch) downing_.erase(d);
+                }
+            });
+        });
+    }
+
+    void check_fence(duration now) {
+        const bool cut_off = now - confirmed_ > std::chrono::duration_cast<duration>(opts_.fence_after);
+        if (cut_off && !fenced_) {
+            ++stats_.fencings;
+            log("fenced: no confirmed contact with the leader's quorum for " +
+                std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(now - confirmed_).count()) +
+                " ms; stopping processes that hold unique names");
+        } else if (!cut_off && fenced_) {
+            log("unfenced");
+        }
+        fenced_ = cut_off;
+        if (!fenced_) return;
+        std::vector<pid> victims(unique_claims_.begin(), unique_claims_.end());
+        for (const auto& p : victims) exit_process(p, "fenced");
+    }
+
+    /// A life declared over while we ran (we were cut off): end it and start a new one.
+    void check_life() {
+        auto life = sm_.node_life(opts_.name);
+        if (!life) return;
+        const auto [epoch, down] = *life;
+        if (epoch < epoch_ || (epoch == epoch_ && !down)) return;
+        log("life " + std::to_string(epoch_) + " was declared over; starting epoch " + std::to_string(epoch + 1));
+        ++stats_.new_epochs;
+        std::vector<pid> all;
+        for (auto& [p, _] : procs_) all.push_back(p);
+        registered_.clear();  // node_down removed their registrations already
+        for (const auto& p : all) exit_process(p, "node_down");
+        epoch_ = epoch + 1;
+        if (opts_.on_new_epoch) opts_.on_new_epoch(epoch_);
+        new_lanes();
+        self_pid_ = spawn_process({}, {});
+        announce_life();
+    }
+
+    /// node_up for this life, retried until it applies (or the life ends).
+    void announce_life() {
+        const std::uint64_t e = epoch_;
+        write_unsessioned(node_up{opts_.name, e}, std::chrono::duration_cast<duration>(opts_.node_down_after),
+                          [this, e](std::error_code ec, result) {
+                              if (ec && !stopped_ && e == epoch_) announce_life();
+                          });
+    }
+
+    void propose_process_down(const pid& p) {
+        if (p.epoch != epoch_) return;  // an older life: node_up/node_down covered it
+        ++stats_.process_downs;
+        write_unsessioned(process_down{p}, std::chrono::duration_cast<duration>(opts_.node_down_after),
+                          [this, p](std::error_code ec, result) {
+                              if (ec && !stopped_) propose_process_down(p);
+                          });
+    }
+
+    void on_event(const event& e) {
+        // A registration of a local process that is gone (it raced with the exit).
+        if (e.what == event::kind::registered && e.owner.node == opts_.name && e.owner.epoch == epoch_ &&
+            !procs_.contains(e.owner) && !stopped_) {
+            transport_.post([this, p = e.owner] {
+                if (!stopped_ && !procs_.contains(p)) propose_process_down(p);
+            });
+        }
+        for (auto& [_, l] : listeners_) l(e);
+    }
+
+    void log(const std::string& line) {
+        if (opts_.log) opts_.log(opts_.name + ": " + line);
+    }
+
+    static void put_pid(wire::detail::writer& w, const pid& p) {
+        w.bytes(p.node);
+        w.u64(p.epoch);
+        w.u64(p.serial);
+    }
+    static pid get_pid(wire::detail::reader& r) {
+        pid p;
+        p.node = r.bytes();
+        p.epoch = r.u64();
+        p.serial = r.u64();
+        return p;
+    }
+
+    Transport& transport_;
+    Storage& storage_;
+    replica_options opts_;
+    state_machine sm_;
+    std::optional<node_type> node_;
+    std::map<raft::node_id, std::string> names_;
+    bool stopped_ = false;
+
+    std::uint64_t epoch_;
+    std::uint64_t serial_ = 0;
+    pid self_pid_;
+    std::map<pid, process> procs_;
+    std::set<pid> registered_;     ///< local pids that ever sent a register (process_down on exit)
+    std::set<pid> unique_claims_;  ///< local pids that sent a register on a unique registry
+
+    std::vector<lane> lanes_;
+    std::vector<int> free_lanes_;
+    std::deque<std::shared_ptr<write_op>> waiting_;
+    std::uint64_t op_ids_ = 0;
+    std::unordered_map<std::uint64_t, std::shared_ptr<write_op>> writes_;
+    std::unordered_map<std::uint64_t, std::shared_ptr<read_op>> reads_;
+
+    duration started_at_{};
+    duration confirmed_{};
+    bool fenced_ = false;
+    raft::term_t lease_term_ = 0;
+    duration lease_blocked_until_{};
+    std::map<raft::node_id, duration> last_heard_;
+    std::map<raft::node_id, duration> acked_;        ///< leader: latest beacon each member acked
+    std::map<raft::node_id, duration> lease_until_;  ///< leader: each member's vote promise
+    std::map<std::uint64_t, duration> beacon_recv_;  ///< member: beacon sent-time -> our receipt
+    std::map<std::string, std::uint64_t> downing_;   ///< leader: node_down proposed, by node
+
+    std::map<std::uint64_t, state_machine::listener> listeners_;
+    std::uint64_t listener_ids_ = 0;
+    std::map<std::uint64_t, app_handler> user_apps_;
+    std::map<std::string, keys> created_;  ///< registries this node saw created
+    counters stats_;
+};
+
+}  // namespace raregistry::registry

@@ -1,0 +1,164 @@
+#pragma once
+// testing::registry_cluster — registry replicas (registry::replica) on the simulator: crash
+// and restart with a new epoch, a user API handle per member, and helpers to run the
+// simulation until an operation completes. Used by the registry API tests and the registry
+// workload of rrsim. Single-threaded, like the simulator.
+
+#include <raregistry/registry/registry.hpp>
+#include <raregistry/registry/replica.hpp>
+#include <raregistry/storage/sim.hpp>
+#include <raregistry/transport/sim.hpp>
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace raregistry::testing {
+
+using sim_replica = registry::replica<sim::endpoint, sim::storage>;
+using sim_registry = registry::registry_handle<sim_replica>;
+
+/// Timings scaled to the simulator: elections of 100-200 ms, node_down after 800 ms of
+/// silence, fencing after 300 ms without confirmation.
+inline registry::replica_options sim_replica_defaults() {
+    registry::replica_options o;
+    o.tick = std::chrono::milliseconds(10);
+    o.snapshot_entries = 128;
+    o.node_down_after = std::chrono::milliseconds(800);
+    o.fence_after = std::chrono::milliseconds(300);
+    o.beacon_interval = std::chrono::milliseconds(30);
+    o.attempt_timeout = std::chrono::milliseconds(150);
+    o.retry_delay = std::chrono::milliseconds(10);
+    o.lanes = 8;
+    return o;
+}
+
+class registry_cluster {
+public:
+    struct member {
+        raft::node_id id = raft::no_node;
+        std::string name;
+        std::unique_ptr<sim::endpoint> net;
+        std::unique_ptr<sim::storage> disk;
+        std::unique_ptr<sim_replica> rep;  ///< null while crashed
+    };
+
+    /// `nodes` members n1..nN; `tune` adjusts each replica's options before it starts.
+    registry_cluster(std::uint64_t seed, int nodes, std::function<void(registry::replica_options&)> tune = {})
+        : sim_(seed), tune_(std::move(tune)) {
+        raft::configuration conf;
+        std::vector<std::string> names;
+        for (int i = 1; i <= nodes; ++i) {
+            names.push_back("n" + std::to_string(i));
+            conf.voters.push_back(raft::node_id_of(names.back()));
+        }
+        names_ = names;
+        for (auto& name : names) {
+            auto& m = members_.emplace_back();
+            m.name = name;
+            m.id = raft::node_id_of(name);
+            m.net = std::make_unique<sim::endpoint>(sim_, m.id);
+            m.disk = std::make_unique<sim::storage>(sim_, m.id, conf);
+            m.disk->set_sync_latency(50, 800);
+        }
+        for (auto& m : members_) boot(m);
+    }
+
+    sim::simulator& sim() noexcept { return sim_; }
+    std::vector<member>& members() noexcept { return members_; }
+    member& at(std::size_t i) { return members_.at(i); }
+    member* find(const std::string& name) {
+        for (auto& m : members_)
+            if (m.name == name) return &m;
+        return nullptr;
+    }
+
+    /// The live leader of the highest term, if any.
+    member* leader() {
+        member* best = nullptr;
+        for (auto& m : members_)
+            if (m.rep && m.rep->core().is_leader() && (!best || m.rep->core().term() > best->rep->core().term()))
+                best = &m;
+        return best;
+    }
+
+    /// Kills a member: processes, timers and unsynced writes vanish.
+    void crash(member& m) {
+        if (!m.rep) return;
+        sim_.crash(m.id);
+        m.disk->crash();
+        m.rep.reset();
+    }
+    /// Starts a crashed member again, in a new epoch.
+    void restart(member& m) {
+        if (m.rep) return;
+        sim_.restart(m.id);
+        boot(m);
+    }
+
+    /// The API handle of registry `name` on member `m`.
+    sim_registry registry(member& m, const std::string& name, registry::keys mode) {
+        return sim_registry(*m.rep, name, mode);
+    }
+
+    /// Runs the simulation until `done()` or `limit` µs from now; whether done() held.
+    bool run_until(const std::function<bool()>& done, sim::time_us limit = 10'000'000) {
+        const sim::time_us end = sim_.now() + limit;
+        while (!done()) {
+            if (sim_.now() >= end) return false;
+            sim_.run_for(1'000);
+        }
+        return true;
+    }
+
+    /// Runs until a leader exists and every live member knows it.
+    bool settle(sim::time_us limit = 10'000'000) {
+        return run_until(
+            [this] {
+                auto* l = leader();
+                if (!l) return false;
+                for (auto& m : members_)
+                    if (m.rep && m.rep->core().leader() != l->id) return false;
+                return l->rep->core().log().committed() > 0;
+            },
+            limit);
+    }
+
+    /// Every line the replicas log, if set.
+    std::function<void(const std::string&)> log;
+
+private:
+    void boot(member& m) {
+        registry::replica_options o = sim_replica_defaults();
+        o.name = m.name;
+        o.members = names_;
+        o.epoch = sim_.incarnation(m.id) * 1'000'000 + 1;  // grows across restarts
+        o.raft.seed = sim_.seed() * 31 + sim_.incarnation(m.id) + m.id;
+        o.log = [this](const std::string& line) {
+            if (log) log("[" + std::to_string(sim_.now() / 1000) + " ms] " + line);
+        };
+        if (tune_) tune_(o);
+        m.rep = std::make_unique<sim_replica>(*m.net, *m.disk, o);
+        m.rep->start();
+    }
+
+    sim::simulator sim_;
+    std::function<void(registry::replica_options&)> tune_;
+    std::vector<std::string> names_;
+    std::vector<member> members_;
+};
+
+/// Runs `start(callback)` and the simulation until the callback has run; its arguments, or
+/// nothing if it did not run within `limit`.
+template <class... Args, class Start>
+std::optional<std::tuple<std::error_code, Args...>> await(registry_cluster& c, Start start,
+                                                          sim::time_us limit = 10'000'000) {
+    auto out = std::make_shared<std::optional<std::tuple<std::error_code, Args...>>>();
+    start([out](std::error_code ec, Args... args) { out->emplace(ec, std::move(args)...); });
+    c.run_until([&] { return out->has_value(); }, limit);
+    return *out;
+}
+
+}  // namespace raregistry::testing

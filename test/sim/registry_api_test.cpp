@@ -1,0 +1,500 @@
+// The user API (registry/registry.hpp) on replicas in the simulator: the behaviours of the
+// Elixir RaRegistry test suite, cluster-wide, plus what the seed could only do by hand —
+// automatic cleanup when a process exits or its node dies — and fencing, forwarding,
+// read consistencies, bad input and completion tokens.
+
+#include <doctest/doctest.h>
+
+#include <raregistry/testing/registry_cluster.hpp>
+
+#include <boost/asio/bind_executor.hpp>
+#include <boost/asio/io_context.hpp>
+
+#include <cstdio>
+#include <cstdlib>
+#include <set>
+
+using namespace raregistry;
+using namespace raregistry::testing;
+using registry::json;
+using registry::keys;
+using registry::pid;
+
+namespace {
+
+using entries = std::vector<registry::entry>;
+
+/// A cluster with a leader, and the handle of registry `name` on every member.
+struct fixture {
+    registry_cluster c;
+    std::vector<sim_registry> reg;
+    explicit fixture(keys mode = keys::unique, int nodes = 3, std::uint64_t seed = 7,
+                     const std::string& name = "MyApp.Registry")
+        : c(seed, nodes) {
+        if (std::getenv("RR_LOG")) c.log = [](const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); };
+        REQUIRE(c.settle());
+        for (auto& m : c.members()) reg.push_back(c.registry(m, name, mode));
+    }
+    sim_replica& rep(std::size_t i) { return *c.at(i).rep; }
+
+    std::error_code register_(sim_registry r, const std::string& key, json value, pid* owner = nullptr) {
+        auto out = await<pid>(c, [&](auto cb) { r.async_register(key, value, cb); });
+        REQUIRE(out.has_value());
+        if (owner) *owner = std::get<1>(*out);
+        return std::get<0>(*out);
+    }
+    entries lookup(sim_registry r, const std::string& key) {
+        auto out = await<entries>(c, [&](auto cb) { r.async_lookup(key, cb); });
+        REQUIRE(out.has_value());
+        REQUIRE(!std::get<0>(*out));
+        return std::get<1>(*out);
+    }
+    std::error_code unregister(sim_registry r, const std::string& key) {
+        auto out = await<>(c, [&](auto cb) { r.async_unregister(key, cb); });
+        REQUIRE(out.has_value());
+        return std::get<0>(*out);
+    }
+    std::size_t count(sim_registry r) {
+        auto out = await<std::size_t>(c, [&](auto cb) { r.async_count(cb); });
+        REQUIRE(out.has_value());
+        REQUIRE(!std::get<0>(*out));
+        return std::get<1>(*out);
+    }
+};
+
+std::size_t follower_of(registry_cluster& c) {
+    for (std::size_t i = 0; i < c.members().size(); ++i)
+        if (c.at(i).rep && !c.at(i).rep->core().is_leader()) return i;
+    FAIL("no follower");
+    return 0;
+}
+
+std::size_t leader_index(registry_cluster& c) {
+    for (std::size_t i = 0; i < c.members().size(); ++i)
+        if (&c.at(i) == c.leader()) return i;
+    FAIL("no leader");
+    return 0;
+}
+
+}  // namespace
+
+TEST_CASE("unique: register then lookup from every node (the seed's first example)") {
+    fixture f;
+    const std::size_t fol = follower_of(f.c);
+    pid owner;
+    CHECK(!f.register_(f.reg[fol], "unique_key", json("some value"), &owner));
+    CHECK(owner == f.rep(fol).self_pid());
+    for (auto& r : f.reg) {
+        auto e = f.lookup(r, "unique_key");
+        REQUIRE(e.size() == 1);
+        CHECK(e[0].owner == owner);
+        CHECK(e[0].value == json("some value"));
+    }
+}
+
+TEST_CASE("unique: the same key twice gets already_registered with the owner, from any node") {
+    fixture f;
+    pid owner;
+    REQUIRE(!f.register_(f.reg[0], "k", json(1), &owner));
+    for (std::size_t i = 0; i < f.reg.size(); ++i) {
+        pid reported;
+        CHECK(f.register_(f.reg[i], "k", json(2), &reported) == errc::already_registered);
+        CHECK(reported == owner);
+    }
+    CHECK(f.lookup(f.reg[1], "k")[0].value == json(1));  // the value did not change
+}
+
+TEST_CASE("concurrent registrations of one key: exactly one succeeds") {
+    fixture f;
+    std::vector<std::optional<std::pair<std::error_code, pid>>> got(f.reg.size());
+    for (std::size_t i = 0; i < f.reg.size(); ++i)
+        f.reg[i].async_register("contested", json(static_cast<int>(i)),
+                                [&got, i](std::error_code ec, pid p) { got[i].emplace(ec, p); });
+    REQUIRE(f.c.run_until([&] {
+        for (auto& g : got)
+            if (!g) return false;
+        return true;
+    }));
+    int wins = 0;
+    pid winner;
+    for (auto& g : got)
+        if (!g->first) {
+            ++wins;
+            winner = g->second;
+        }
+    REQUIRE(wins == 1);
+    for (auto& g : got) {
+        if (g->first) {
+            CHECK(g->first == errc::already_registered);
+            CHECK(g->second == winner);
+        }
+    }
+}
+
+TEST_CASE("unregister, then the key is free for another process") {
+    fixture f;
+    REQUIRE(!f.register_(f.reg[0], "k", json("a")));
+    CHECK(f.unregister(f.reg[1], "k") == errc::not_owner);  // n2's process does not hold it
+    CHECK(!f.unregister(f.reg[0], "k"));
+    CHECK(f.lookup(f.reg[2], "k").empty());
+    CHECK(!f.unregister(f.reg[0], "k"));  // nothing to remove is fine, as in Elixir
+    CHECK(!f.register_(f.reg[2], "k", json("b")));
+}
+
+TEST_CASE("count in unique and duplicate modes") {
+    fixture u(keys::unique);
+    CHECK(u.count(u.reg[0]) == 0);
+    REQUIRE(!u.register_(u.reg[0], "a", json(1)));
+    REQUIRE(!u.register_(u.reg[1], "b", json(2)));
+    CHECK(u.register_(u.reg[2], "a", json(3)) == errc::already_registered);
+    CHECK(u.count(u.reg[2]) == 2);
+
+    fixture d(keys::duplicate, 3, 8, "Dup");
+    for (auto& r : d.reg) REQUIRE(!d.register_(r, "topic", json("x")));
+    REQUIRE(!d.register_(d.reg[0], "other", json("y")));
+    CHECK(d.count(d.reg[1]) == 4);
+}
+
+TEST_CASE("duplicate: many processes under one key, match, count_match, dispatch") {
+    fixture f(keys::duplicate, 3, 9, "PubSub");
+    std::vector<pid> procs;
+    for (std::size_t i = 0; i < f.reg.size(); ++i) {
+        for (int j = 0; j < 3; ++j) {
+            pid p = f.rep(i).spawn_process({}, {});
+            procs.push_back(p);
+            REQUIRE(!f.register_(f.reg[i].as(p), "topic", json{{"load", j}}));
+        }
+    }
+    auto all = f.lookup(f.reg[0], "topic");
+    CHECK(all.size() == 9);
+    auto busy = await<entries>(f.c, [&](auto cb) {
+        f.reg[1].async_match("topic", json("_"), json::array({json::array({">=", "/load", 1})}), cb);
+    });
+    REQUIRE(busy);
+    CHECK(std::get<1>(*busy).size() == 6);
+    auto exact = await<std::size_t>(f.c, [&](auto cb) {
+        f.reg[2].async_count_match("topic", json{{"load", 2}}, std::nullopt, cb);
+    });
+    REQUIRE(exact);
+    CHECK(std::get<1>(*exact) == 3);
+    std::size_t seen = 0;
+    auto d = await<bool>(f.c, [&](auto cb) {
+        f.reg[0].async_dispatch("topic", [&seen](const entries& e) { seen = e.size(); }, cb);
+    });
+    REQUIRE(d);
+    CHECK(std::get<1>(*d));
+    CHECK(seen == 9);
+    auto keys_of = await<std::vector<std::string>>(f.c, [&](auto cb) { f.reg[0].async_keys(procs[4], cb); });
+    REQUIRE(keys_of);
+    CHECK(std::get<1>(*keys_of) == std::vector<std::string>{"topic"});
+    auto values = await<std::vector<json>>(f.c, [&](auto cb) { f.reg[0].async_values("topic", procs[4], cb); });
+    REQUIRE(values);
+    CHECK(std::get<1>(*values) == std::vector<json>{json{{"load", 1}}});
+    // unregister_match removes only a matching entry
+    auto um = await<bool>(f.c, [&](auto cb) {
+        f.reg[1].as(procs[5]).async_unregister_match("topic", json{{"load", 0}}, std::nullopt, cb);
+    });
+    REQUIRE(um);
+    CHECK(!std::get<1>(*um));
+    um = await<bool>(f.c, [&](auto cb) {
+        f.reg[1].as(procs[5]).async_unregister_match("topic", json{{"load", 2}}, std::nullopt, cb);
+    });
+    REQUIRE(um);
+    CHECK(std::get<1>(*um));
+    CHECK(f.lookup(f.reg[2], "topic").size() == 8);
+}
+
+TEST_CASE("select and count_select on the {key, pid, value} object") {
+    fixture f(keys::unique, 3, 10);
+    for (int i = 0; i < 6; ++i) {
+        pid p = f.rep(static_cast<std::size_t>(i % 3)).spawn_process({}, {});
+        REQUIRE(!f.register_(f.reg[static_cast<std::size_t>(i % 3)].as(p), "worker/" + std::to_string(i),
+                             json{{"role", i % 2 ? "worker" : "manager"}, {"load", i}}));
+    }
+    auto sel = await<std::vector<registry::state_machine::selected>>(f.c, [&](auto cb) {
+        f.reg[0].async_select(json{{"value", {{"role", "worker"}}}}, json::array({json::array({">", "/value/load", 1})}),
+                              cb);
+    });
+    REQUIRE(sel);
+    REQUIRE(std::get<1>(*sel).size() == 2);  // loads 3 and 5
+    CHECK(std::get<1>(*sel)[0].key == "worker/3");
+    CHECK(std::get<1>(*sel)[1].key == "worker/5");
+    auto n = await<std::size_t>(f.c, [&](auto cb) { f.reg[1].async_count_select(json{{"key", "_"}}, std::nullopt, cb); });
+    REQUIRE(n);
+    CHECK(std::get<1>(*n) == 6);
+}
+
+TEST_CASE("update_value: read, compute, compare-and-set; not_registered without a registration") {
+    fixture f;
+    const std::size_t fol = follower_of(f.c);
+    REQUIRE(!f.register_(f.reg[fol], "key_update", json(1)));
+    auto up = await<registry::update_result>(f.c, [&](auto cb) {
+        f.reg[fol].async_update_value("key_update", [](const json& v) { return json(v.get<int>() + 1); }, cb);
+    });
+    REQUIRE(up);
+    CHECK(!std::get<0>(*up));
+    CHECK(std::get<1>(*up).new_value == json(2));
+    CHECK(std::get<1>(*up).old_value == json(1));
+    CHECK(f.lookup(f.reg[0], "key_update")[0].value == json(2));
+    // concurrent updates from two processes' view: both land, none lost
+    int done = 0;
+    for (int i = 0; i < 5; ++i)
+        f.reg[fol].async_update_value("key_update", [](const json& v) { return json(v.get<int>() + 10); },
+                                      [&done](std::error_code ec, registry::update_result) {
+                                          CHECK(!ec);
+                                          ++done;
+                                      });
+    REQUIRE(f.c.run_until([&] { return done == 5; }));
+    CHECK(f.lookup(f.reg[0], "key_update")[0].value == json(52));
+    auto missing = await<registry::update_result>(f.c, [&](auto cb) {
+        f.reg[0].async_update_value("nobody", [](const json& v) { return v; }, cb);
+    });
+    REQUIRE(missing);
+    CHECK(std::get<0>(*missing) == errc::not_registered);
+}
+
+TEST_CASE("meta: put, read, delete") {
+    fixture f;
+    auto put = await<>(f.c, [&](auto cb) { f.reg[1].async_put_meta("custom_key", json{{"a", 1}}, cb); });
+    REQUIRE(put);
+    CHECK(!std::get<0>(*put));
+    auto m = await<std::optional<json>>(f.c, [&](auto cb) { f.reg[2].async_meta("custom_key", cb); });
+    REQUIRE(m);
+    CHECK(std::get<1>(*m) == std::optional<json>(json{{"a", 1}}));
+    auto del = await<>(f.c, [&](auto cb) { f.reg[0].async_delete_meta("custom_key", cb); });
+    REQUIRE(del);
+    m = await<std::optional<json>>(f.c, [&](auto cb) { f.reg[2].async_meta("custom_key", cb); });
+    REQUIRE(m);
+    CHECK(!std::get<1>(*m).has_value());
+}
+
+TEST_CASE("a process that exits loses its registrations without anyone unregistering") {
+    fixture f;
+    const std::size_t fol = follower_of(f.c);
+    std::string reason;
+    pid p = f.rep(fol).spawn_process({}, [&reason](const pid&, const std::string& r) { reason = r; });
+    REQUIRE(!f.register_(f.reg[fol].as(p), "worker", json("busy")));
+    REQUIRE(!f.register_(f.reg[fol].as(p), "worker2", json("busy")));
+    f.rep(fol).exit_process(p, "crashed");
+    CHECK(reason == "crashed");
+    CHECK(f.c.run_until([&] { return f.lookup(f.reg[0], "worker").empty() && f.lookup(f.reg[2], "worker2").empty(); },
+                        2'000'000));
+    // a dead process cannot register
+    CHECK(f.register_(f.reg[fol].as(p), "again", json(1)) == errc::noproc);
+}
+
+TEST_CASE("a registration that races with its process's exit is cleaned up when it applies") {
+    fixture f;
+    const std::size_t fol = follower_of(f.c);
+    pid p = f.rep(fol).spawn_process({}, {});
+    std::optional<std::error_code> ec;
+    f.reg[fol].as(p).async_register("racy", json(1), [&ec](std::error_code e, pid) { ec = e; });
+    f.c.sim().run_for(1);  // the write is under way, not yet applied
+    f.rep(fol).exit_process(p);
+    REQUIRE(f.c.run_until([&] { return ec.has_value(); }));
+    CHECK(f.c.run_until([&] { return f.lookup(f.reg[0], "racy").empty(); }, 2'000'000));
+}
+
+TEST_CASE("a node that dies (crash) loses every registration in one node_down; it comes back in a new epoch") {
+    fixture f;
+    const std::size_t fol = follower_of(f.c);
+    const std::uint64_t old_epoch = f.rep(fol).epoch();
+    for (int i = 0; i < 20; ++i) {
+        pid p = f.rep(fol).spawn_process({}, {});
+        REQUIRE(!f.register_(f.reg[fol].as(p), "svc/" + std::to_string(i), json(i)));
+    }
+    const std::size_t other = (fol + 1) % 3 == leader_index(f.c) ? (fol + 2) % 3 : (fol + 1) % 3;
+    CHECK(f.count(f.reg[other]) == 20);
+    auto& leader_rep = *f.c.leader()->rep;
+    const auto downs_before = leader_rep.stats().node_downs_proposed;
+    f.c.crash(f.c.at(fol));
+    REQUIRE(f.c.run_until([&] { return f.count(f.reg[other]) == 0; }, 3'000'000));
+    CHECK(leader_rep.stats().node_downs_proposed == downs_before + 1);  // one command for all 20
+    auto life = leader_rep.state().node_life(f.c.at(fol).name);
+    REQUIRE(life);
+    CHECK(life->first == old_epoch);
+    CHECK(life->second);
+    // restart: a new epoch, announced with node_up; its processes register again
+    f.c.restart(f.c.at(fol));
+    CHECK(f.rep(fol).epoch() > old_epoch);
+    REQUIRE(f.c.run_until([&] {
+        auto l = f.c.leader()->rep->state().node_life(f.c.at(fol).name);
+        return l && l->first == f.rep(fol).epoch() && !l->second;
+    }));
+    auto reg = f.c.registry(f.c.at(fol), "MyApp.Registry", keys::unique);
+    CHECK(!f.register_(reg, "svc/0", json("back")));
+}
+
+TEST_CASE("fencing: a node cut off stops its unique-name processes before the name can move") {
+    fixture f;
+    const std::size_t fol = follower_of(f.c);
+    auto& member = f.c.at(fol);
+    bool stopped = false;
+    std::string reason;
+    pid p = f.rep(fol).spawn_process({}, [&](const pid&, const std::string& r) {
+        stopped = true;
+        reason = r;
+    });
+    REQUIRE(!f.register_(f.reg[fol].as(p), "singleton", json("v")));
+    const sim::time_us cut_at = f.c.sim().now();
+    f.c.sim().isolate(member.id);
+    // fenced within fence_after (+ a beacon period), long before node_down_after
+    REQUIRE(f.c.run_until([&] { return stopped; }, 2'000'000));
+    CHECK(reason == "fenced");
+    CHECK(f.c.sim().now() - cut_at < 500'000);
+    // the majority frees the name only later (node_down), then another node can take it
+    const std::size_t other = (fol + 1) % 3;
+    REQUIRE(f.c.run_until([&] { return f.lookup(f.reg[other], "singleton").empty(); }, 3'000'000));
+    CHECK(f.c.sim().now() - cut_at > 800'000);
+    CHECK(!f.register_(f.reg[other], "singleton", json("moved")));
+    // healing does not resurrect it; the isolated node learns its life ended and starts anew
+    const std::uint64_t old_epoch = f.rep(fol).epoch();
+    f.c.sim().heal();
+    REQUIRE(f.c.run_until([&] { return f.rep(fol).epoch() > old_epoch; }, 3'000'000));
+    CHECK(!f.rep(fol).alive(p));
+    auto e = f.lookup(f.reg[fol], "singleton");
+    REQUIRE(e.size() == 1);
+    CHECK(e[0].value == json("moved"));
+}
+
+TEST_CASE("writes from a follower survive a leader crash: retried with the same sequence, reported once") {
+    fixture f;
+    const std::size_t fol = follower_of(f.c);
+    std::optional<std::pair<std::error_code, pid>> got;
+    f.reg[fol].async_register("through-failover", json(1), [&got](std::error_code ec, pid p) { got.emplace(ec, p); });
+    f.c.sim().run_for(300);  // forwarded, maybe proposed, not yet acknowledged
+    f.c.crash(*f.c.leader());
+    REQUIRE(f.c.run_until([&] { return got.has_value(); }));
+    CHECK(!got->first);  // never already_registered by its own retry
+    CHECK(got->second == f.rep(fol).self_pid());
+}
+
+TEST_CASE("read consistencies: linearizable, lease and local") {
+    fixture f;
+    REQUIRE(!f.register_(f.reg[0], "k", json("v")));
+    const std::size_t li = leader_index(f.c), fol = follower_of(f.c);
+    REQUIRE(f.c.run_until([&] { return f.rep(li).has_lease(); }, 1'000'000));
+    for (auto c : {registry::consistency::linearizable, registry::consistency::lease, registry::consistency::local}) {
+        for (std::size_t i : {li, fol}) {
+            auto out = await<entries>(f.c, [&](auto cb) { f.reg[i].with(c).async_lookup("k", cb); });
+            REQUIRE(out);
+            CHECK(!std::get<0>(*out));
+            if (c != registry::consistency::local) CHECK(std::get<1>(*out).size() == 1);
+        }
+    }
+    // a lease read on the leader needs no message at all
+    std::size_t sent = 0;
+    f.c.sim().set_send_observer([&sent](const raft::message& m) {
+        if (m.type != raft::message_type::heartbeat && m.type != raft::message_type::app &&
+            m.type != raft::message_type::heartbeat_resp)
+            ++sent;
+    });
+    auto out = await<entries>(f.c, [&](auto cb) {
+        f.reg[li].with(registry::consistency::lease).async_lookup("k", cb);
+    }, 1'000);
+    f.c.sim().set_send_observer({});
+    REQUIRE(out);
+    CHECK(std::get<1>(*out).size() == 1);
+    CHECK(sent == 0);
+}
+
+TEST_CASE("without a quorum: no_quorum or timeout at the deadline, never a guess") {
+    fixture f;
+    const std::size_t survivor = follower_of(f.c);
+    REQUIRE(!f.register_(f.reg[survivor], "before", json(1)));
+    for (std::size_t i = 0; i < 3; ++i)
+        if (i != survivor) f.c.crash(f.c.at(i));
+    auto reg = f.reg[survivor].with(registry::op_options{std::chrono::milliseconds(500)});
+    auto out = await<pid>(f.c, [&](auto cb) { reg.async_register("k", json(1), cb); }, 2'000'000);
+    REQUIRE(out);
+    const auto ec = std::get<0>(*out);
+    CHECK((ec == errc::no_quorum || ec == errc::timeout));
+    auto r = await<entries>(f.c, [&](auto cb) { reg.async_lookup("k", cb); }, 2'000'000);
+    REQUIRE(r);
+    CHECK(std::get<0>(*r) == errc::timeout);
+}
+
+TEST_CASE("bad input gets invalid_argument (or noproc) and changes nothing") {
+    fixture f;
+    CHECK(f.register_(f.reg[0], "", json(1)) == errc::invalid_argument);
+    CHECK(f.register_(f.reg[0], std::string(registry::max_key_bytes + 1, 'k'), json(1)) == errc::invalid_argument);
+    CHECK(f.register_(f.reg[0], "big", json(std::string(registry::max_value_bytes + 1, 'v'))) ==
+          errc::invalid_argument);
+    auto bad_guard = await<entries>(f.c, [&](auto cb) {
+        f.reg[0].async_match("k", json("_"), json::array({json::array({"~", "/x", 1})}), cb);
+    });
+    REQUIRE(bad_guard);
+    CHECK(std::get<0>(*bad_guard) == errc::invalid_argument);
+    // a process of another node, or one that never lived here
+    CHECK(f.register_(f.reg[0].as(f.rep(1).self_pid()), "k", json(1)) == errc::invalid_argument);
+    CHECK(f.register_(f.reg[0].as(pid{f.c.at(0).name, f.rep(0).epoch(), 999}), "k", json(1)) == errc::noproc);
+    // the :via trio and update_value are for unique registries
+    auto dup = f.c.registry(f.c.at(0), "Dup", keys::duplicate);
+    auto via = await<pid>(f.c, [&](auto cb) { dup.async_register_name("n", cb); });
+    REQUIRE(via);
+    CHECK(std::get<0>(*via) == errc::invalid_argument);
+    auto upd = await<registry::update_result>(f.c, [&](auto cb) {
+        dup.async_update_value("n", [](const json& v) { return v; }, cb);
+    });
+    REQUIRE(upd);
+    CHECK(std::get<0>(*upd) == errc::invalid_argument);
+    // the same registry name with the other mode
+    auto clash = f.c.registry(f.c.at(1), "MyApp.Registry", keys::duplicate);
+    CHECK(f.register_(clash, "k", json(1)) == errc::invalid_argument);
+    CHECK(f.count(f.reg[2]) == 0);
+}
+
+TEST_CASE("listeners see registrations and their removal, whatever removed them") {
+    fixture f;
+    std::vector<std::string> events;
+    f.reg[2].listen([&events](const registry::event& e) {
+        events.push_back((e.what == registry::event::kind::registered ? "+" : "-") + e.key);
+    });
+    pid p = f.rep(0).spawn_process({}, {});
+    REQUIRE(!f.register_(f.reg[0].as(p), "a", json(1)));
+    REQUIRE(!f.register_(f.reg[1], "b", json(1)));
+    REQUIRE(!f.unregister(f.reg[1], "b"));
+    f.rep(0).exit_process(p);
+    REQUIRE(f.c.run_until([&] { return events.size() == 4; }, 2'000'000));
+    CHECK(events == std::vector<std::string>{"+a", "+b", "-b", "-a"});
+}
+
+TEST_CASE(":via: register_name, whereis_name, send, unregister_name") {
+    fixture f;
+    std::vector<json> inbox;
+    pid p = f.rep(1).spawn_process([&inbox](const json& m) { inbox.push_back(m); }, {});
+    auto r = await<pid>(f.c, [&](auto cb) { f.reg[1].as(p).async_register_name("server", cb); });
+    REQUIRE(r);
+    CHECK(!std::get<0>(*r));
+    auto w = await<std::optional<pid>>(f.c, [&](auto cb) { f.reg[2].async_whereis_name("server", cb); });
+    REQUIRE(w);
+    CHECK(std::get<1>(*w) == std::optional<pid>(p));
+    auto s = await<>(f.c, [&](auto cb) { f.reg[0].async_send("server", json{{"hello", 1}}, cb); });
+    REQUIRE(s);
+    CHECK(!std::get<0>(*s));
+    REQUIRE(f.c.run_until([&] { return !inbox.empty(); }, 1'000'000));
+    CHECK(inbox[0] == json{{"hello", 1}});
+    auto u = await<>(f.c, [&](auto cb) { f.reg[1].as(p).async_unregister_name("server", cb); });
+    REQUIRE(u);
+    CHECK(!std::get<0>(*u));
+    s = await<>(f.c, [&](auto cb) { f.reg[0].async_send("server", json(2), cb); });
+    REQUIRE(s);
+    CHECK(std::get<0>(*s) == errc::noproc);
+    w = await<std::optional<pid>>(f.c, [&](auto cb) { f.reg[0].async_whereis_name("server", cb); });
+    REQUIRE(w);
+    CHECK(!std::get<1>(*w).has_value());
+}
+
+TEST_CASE("completion tokens: a handler with an executor completes on that executor") {
+    fixture f;
+    boost::asio::io_context io;
+    std::optional<std::error_code> got;
+    f.reg[0].async_register("k", json(1),
+                            boost::asio::bind_executor(io.get_executor(), [&got](std::error_code ec, pid) { got = ec; }));
+    REQUIRE(f.c.run_until([&] {
+        io.restart();
+        io.poll();
+        return got.has_value();
+    }));
+    CHECK(!*got);
+}
