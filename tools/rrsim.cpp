@@ -153,10 +153,10 @@ int main(int argc, char** argv) {
         if (trace)
             plan.trace = [seed](const std::string& what) { std::printf("seed %llu: %s\n", (unsigned long long)seed, what.c_str()); };
         if (registry_workload) {
-            auto r = run_registry_seed(seed, plan.nodes);
+            auto r = run_registry_seed(seed, plan.nodes, plan.faults, plan.trace);
             ++seeds;
             acked += r.operations;
-            if (!r.linearizable || !r.converged) {
+            if (!r.ok()) {
                 ++violations;
                 std::printf("seed=%llu nodes=%d FAILED: %s\n", (unsigned long long)seed, plan.nodes, r.detail.c_str());
             } else if (trace) {

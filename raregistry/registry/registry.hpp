@@ -138,15 +138,15 @@ public:
         });
     }
 
-    /// Removes the owner's registration under `key` (Elixir's unregister/2: ok when there
-    /// was none, as in Elixir; not_owner in a unique registry when another pid holds it).
+    /// Removes the owner's registration under `key` (Elixir's unregister/2). Where Elixir
+    /// answers :ok either way, this tells you: not_registered when the owner held no such
+    /// key, not_owner (unique registries) when another process holds it.
     template <class Token>
     auto async_unregister(std::string key, Token&& token) {
         return run<>(std::forward<Token>(token), [self = *this, key = std::move(key)](auto done) mutable {
             if (auto ec = check_key(key)) return done(ec);
             self.write(unregister{self.name_, key, self.owner()}, [done](std::error_code ec, result r) {
-                if (!ec && r.code != errc::not_registered) ec = r.code;
-                done(ec);
+                done(ec ? ec : std::error_code(r.code));
             });
         });
     }

@@ -127,6 +127,9 @@ public:
         no.on_message = [this](const raft::message& m) { heard(m.from); };
         node_.emplace(transport_, storage_, sm_, no);
         new_lanes();
+        // Operation ids travel in forwarded requests; the leader's late answer to a previous
+        // life's request must not match an operation of this one.
+        op_ids_ = raft::node_id_of(opts_.name + "@" + std::to_string(epoch_)) & 0xffffffff00000000ull;
     }
     replica(const replica&) = delete;
     replica& operator=(const replica&) = delete;
@@ -306,6 +309,13 @@ public:
     }
     void unsubscribe(std::uint64_t id) { listeners_.erase(id); }
 
+    /// When this node last heard from member `name` (its own clock); nothing if never.
+    std::optional<duration> last_heard(const std::string& name) const {
+        auto it = last_heard_.find(raft::node_id_of(name));
+        if (it == last_heard_.end()) return std::nullopt;
+        return it->second;
+    }
+
     /// Counters for metrics and tests.
     struct counters {
         std::uint64_t writes = 0, write_retries = 0, forwarded = 0, timeouts = 0;
@@ -334,6 +344,7 @@ private:
         bool done = false;
         int lane = -1;
         std::uint64_t life = 0;  ///< session-less liveness commands: the epoch they belong to
+        raft::term_t only_term = 0;  ///< nonzero: proposed only by this node as leader in that term
     };
     struct read_op {
         std::uint64_t id = 0;
@@ -408,8 +419,9 @@ private:
 
     /// Proposes a session-less command (liveness, registry creation): idempotent, so retries
     /// need no deduplication.
-    void write_unsessioned(command cmd, duration timeout, write_handler h) {
+    void write_unsessioned(command cmd, duration timeout, write_handler h, raft::term_t only_term = 0) {
         auto op = std::make_shared<write_op>();
+        op->only_term = only_term;
         op->id = ++op_ids_;
         op->env.cmd = std::move(cmd);
         op->handler = std::move(h);
@@ -435,6 +447,8 @@ private:
             return finish(*op, op->maybe_sent ? errc::timeout : errc::no_quorum, {});
         }
         if (op->lane < 0 && op->session) return;  // still waiting for a lane
+        if (op->only_term != 0 && (!node_->core().is_leader() || node_->core().term() != op->only_term))
+            return finish(*op, errc::not_leader, {});  // a deposed leader's decision is void
         const std::uint32_t n = ++op->attempt;
         if (n > 1) ++stats_.write_retries;
         const duration wait = std::min<duration>(std::chrono::duration_cast<duration>(opts_.attempt_timeout),
@@ -812,12 +826,17 @@ private:
             ++stats_.node_downs_proposed;
             log("node_down " + name + " epoch " + std::to_string(epoch) + " (silent for " +
                 std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(now - last).count()) + " ms)");
-            write_unsessioned(node_down{name, epoch}, limit, [this, name, epoch](std::error_code ec, result) {
-                if (ec) {
-                    auto d = downing_.find(name);
-                    if (d != downing_.end() && d->second == epoch) downing_.erase(d);
-                }
-            });
+            // Only this leadership may carry it out: a deposed leader's view of who is silent
+            // is stale, and forwarding its verdict to the next leader would end a live life.
+            write_unsessioned(
+                node_down{name, epoch}, limit,
+                [this, name, epoch](std::error_code ec, result) {
+                    if (ec) {
+                        auto d = downing_.find(name);
+                        if (d != downing_.end() && d->second == epoch) downing_.erase(d);
+                    }
+                },
+                node_->core().term());
         });
     }
 

@@ -37,6 +37,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <array>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -175,6 +176,7 @@ public:
             if (::fdatasync(seg_fd_.get()) != 0) throw_errno("fdatasync " + current_path_.string());
             last_fsync_ = std::chrono::steady_clock::now() - t0;
             ++fsyncs_;
+            record_fsync(last_fsync_);
         }
         dirty_ = false;
         if (dir_dirty_) fsync_dir();
@@ -185,6 +187,14 @@ public:
         }
         done();
     }
+
+    /// Upper bounds (µs) of the fsync latency histogram buckets; the last bucket is +Inf.
+    static constexpr std::array<std::uint64_t, 10> fsync_bucket_bounds_us{100,  250,   500,   1000,  2500,
+                                                                          5000, 10000, 25000, 50000, 100000};
+    /// Fsyncs per latency bucket (not cumulative); index 10 counts the slower ones.
+    const std::array<std::uint64_t, 11>& fsync_buckets() const noexcept { return fsync_buckets_; }
+    /// Total time spent in fsync, in µs.
+    std::uint64_t fsync_total_us() const noexcept { return fsync_total_us_; }
 
     std::uint64_t fsyncs() const noexcept { return fsyncs_; }
     std::chrono::steady_clock::duration last_fsync_latency() const noexcept { return last_fsync_; }
@@ -532,6 +542,16 @@ private:
     raft::hard_state pending_hs_;
     std::uint64_t fsyncs_ = 0;
     std::chrono::steady_clock::duration last_fsync_{};
+    std::array<std::uint64_t, 11> fsync_buckets_{};
+    std::uint64_t fsync_total_us_ = 0;
+
+    void record_fsync(std::chrono::steady_clock::duration d) {
+        const auto us = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(d).count());
+        fsync_total_us_ += us;
+        std::size_t b = 0;
+        while (b < fsync_bucket_bounds_us.size() && us > fsync_bucket_bounds_us[b]) ++b;
+        ++fsync_buckets_[b];
+    }
 };
 
 }  // namespace raregistry::storage

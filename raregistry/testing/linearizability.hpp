@@ -49,7 +49,7 @@ enum class outcome : std::uint8_t {
 struct operation {
     int client = 0;
     op_kind kind = op_kind::lookup;
-    std::string key;        ///< empty for process_down / node_down
+    std::string key;        ///< process_down / node_down: empty = every key, else that key only
     std::string pid;        ///< the acting pid; for node_down: the node name
     std::string value;      ///< register / update: the value written
     outcome result = outcome::ok;
@@ -101,6 +101,8 @@ inline bool step(bool unique, key_state& s, const operation& op) {
             auto mine = find(s, op.pid);
             if (mine == s.end()) {
                 outcome expected = unique && !s.empty() ? outcome::not_owner : outcome::not_registered;
+                // update_value reads first and finds nothing of its own either way
+                if (op.kind == op_kind::update && op.result == outcome::not_registered) return true;
                 return any || op.result == expected;
             }
             if (!any && op.result != outcome::ok) return false;
@@ -240,7 +242,8 @@ inline result check(const std::vector<operation>& history, bool unique, std::uin
     std::map<std::string, std::vector<const operation*>> by_key;
     std::vector<const operation*> global;
     for (const auto& op : history) {
-        if (op.kind == op_kind::process_down || op.kind == op_kind::node_down) global.push_back(&op);
+        const bool everywhere = op.kind == op_kind::process_down || op.kind == op_kind::node_down;
+        if (everywhere && op.key.empty()) global.push_back(&op);
         else by_key[op.key].push_back(&op);
     }
     result r;

@@ -16,6 +16,7 @@
 #include <raregistry/raft/types.hpp>
 
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -156,7 +157,8 @@ public:
     /// Runs `fn` after `delay_us` of node `owner`'s clock.
     void schedule_local(time_us delay_us, node_id owner, std::function<void()> fn) {
         double rate = owner == raft::no_node ? 1.0 : state(owner).clock_rate;
-        schedule(now_ + static_cast<time_us>(static_cast<double>(delay_us) / rate), owner, std::move(fn));
+        // Rounded up: a positive delay on a fast clock still lets time pass.
+        schedule(now_ + static_cast<time_us>(std::ceil(static_cast<double>(delay_us) / rate)), owner, std::move(fn));
     }
 
     /// Runs the next event; false when none is left.

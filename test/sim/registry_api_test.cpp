@@ -137,7 +137,7 @@ TEST_CASE("unregister, then the key is free for another process") {
     CHECK(f.unregister(f.reg[1], "k") == errc::not_owner);  // n2's process does not hold it
     CHECK(!f.unregister(f.reg[0], "k"));
     CHECK(f.lookup(f.reg[2], "k").empty());
-    CHECK(!f.unregister(f.reg[0], "k"));  // nothing to remove is fine, as in Elixir
+    CHECK(f.unregister(f.reg[0], "k") == errc::not_registered);  // Elixir says :ok; we say which
     CHECK(!f.register_(f.reg[2], "k", json("b")));
 }
 
@@ -497,4 +497,19 @@ TEST_CASE("completion tokens: a handler with an executor completes on that execu
         return got.has_value();
     }));
     CHECK(!*got);
+}
+
+#include "readme_registry_example.hpp"
+
+TEST_CASE("the README's registry example runs as printed") {
+    std::vector<std::string> out;
+    readme_registry_example(out);
+    REQUIRE(out.size() == 4);
+    CHECK(out[0].rfind("register: success n1.", 0) == 0);
+    CHECK(out[1].rfind("lookup on n2: n1.", 0) == 0);
+    CHECK(out[1].find("\"some value\"") != std::string::npos);
+    CHECK(out[2].rfind("again from n2: ", 0) == 0);
+    CHECK(out[2].find(", owner n1.") != std::string::npos);
+    CHECK(out[3] == "after exit: 0 registrations");
+    for (auto& line : out) MESSAGE(line);
 }
