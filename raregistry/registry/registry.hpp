@@ -99,6 +99,10 @@ public:
     registry_handle(Replica& r, std::string name, keys mode) : r_(&r), name_(std::move(name)), mode_(mode) {}
 
     const std::string& name() const noexcept { return name_; }
+    /// The process writes act for: as()'s, or the node's own long-lived process.
+    pid owner() const { return owner_ ? *owner_ : r_->self_pid(); }
+    /// The deadline of each operation, from now.
+    duration timeout() const { return std::chrono::duration_cast<duration>(opts_.timeout); }
     keys mode() const noexcept { return mode_; }
     Replica& replica() const noexcept { return *r_; }
 
@@ -364,8 +368,6 @@ private:
         return {};
     }
 
-    pid owner() const { return owner_ ? *owner_ : r_->self_pid(); }
-    duration timeout() const { return std::chrono::duration_cast<duration>(opts_.timeout); }
 
     /// Starts an operation on the node's executor; `start(done)` calls done(ec, args...) once.
     template <class... Args, class Token, class Start>

@@ -95,6 +95,8 @@ enum class app_kind : std::uint64_t {
     beacon,            ///< [u64 sent][u64 term][u64 acked][u64 quorum_age]   leader -> member
     beacon_ack,        ///< [u64 sent][u64 term][u64 promise_us]              member -> leader
     deliver,           ///< [pid][json message]: a message for a local process
+    call,              ///< [u64 call][pid][json request]: a call to a local process
+    call_reply,        ///< [u64 call][u32 errc][json reply]
     user = 64,         ///< kinds from here on belong to the layers above (server.hpp)
 };
 
@@ -111,6 +113,10 @@ public:
     /// A process's mailbox and its exit notification.
     using message_handler = std::function<void(const json&)>;
     using exit_handler = std::function<void(const pid&, const std::string& reason)>;
+    /// Answers a call: run `reply` once with the answer (now or later).
+    using call_handler = std::function<void(const json& request, std::function<void(json)> reply)>;
+    /// Completion of a call: the answer, or noproc / timeout / shutting_down.
+    using call_done = std::function<void(std::error_code, json)>;
     using app_handler = std::function<void(raft::node_id from, std::string_view bytes)>;
 
     replica(Transport& transport, Storage& storage, replica_options opts)
@@ -130,6 +136,7 @@ public:
         // Operation ids travel in forwarded requests; the leader's late answer to a previous
         // life's request must not match an operation of this one.
         op_ids_ = raft::node_id_of(opts_.name + "@" + std::to_string(epoch_)) & 0xffffffff00000000ull;
+        call_ids_ = op_ids_;
     }
     replica(const replica&) = delete;
     replica& operator=(const replica&) = delete;
@@ -157,6 +164,9 @@ public:
         auto reads = std::move(reads_);
         reads_.clear();
         for (auto& [_, op] : reads) finish_read(*op, errc::shutting_down);
+        auto calls = std::move(calls_);
+        calls_.clear();
+        for (auto& [_, done] : calls) done(errc::shutting_down, json());
         auto procs = std::move(procs_);
         procs_.clear();
         for (auto& [p, proc] : procs)
@@ -167,10 +177,34 @@ public:
 
     /// A new local process of this life. `on_message` receives what is sent to it;
     /// `on_exit` runs once when it exits, for whatever reason.
-    pid spawn_process(message_handler on_message, exit_handler on_exit) {
+    pid spawn_process(message_handler on_message, exit_handler on_exit, call_handler on_call = {}) {
         pid p{opts_.name, epoch_, ++serial_};
-        procs_.emplace(p, process{std::move(on_message), std::move(on_exit)});
+        procs_.emplace(p, process{std::move(on_message), std::move(on_exit), std::move(on_call)});
         return p;
+    }
+
+    /// Calls process `to` wherever it lives and completes with its answer; noproc if it is
+    /// not alive (or takes no calls), timeout if no answer came within `timeout` (the call
+    /// may still have run).
+    void call(const pid& to, json request, duration timeout, call_done done) {
+        if (stopped_) return transport_.post([done = std::move(done)] { done(errc::shutting_down, json()); });
+        const std::uint64_t id = ++call_ids_;
+        calls_.emplace(id, std::move(done));
+        transport_.after(timeout, [this, id] { finish_call(id, errc::timeout, json()); });
+        if (to.node == opts_.name) {
+            transport_.post([this, id, to, request = std::move(request)] {
+                serve_call(to, request, [this, id](std::error_code ec, json answer) { finish_call(id, ec, std::move(answer)); });
+            });
+            return;
+        }
+        const auto node = raft::node_id_of(to.node);
+        if (!names_.contains(node)) return transport_.post([this, id] { finish_call(id, errc::noproc, json()); });
+        std::string bytes;
+        wire::detail::writer w(bytes);
+        w.u64(id);
+        put_pid(w, to);
+        put_json(w, request);
+        node_->send_app(node, static_cast<std::uint64_t>(app_kind::call), std::move(bytes));
     }
 
     /// Ends local process `p` (nothing if it is not alive). Its registrations disappear
@@ -209,8 +243,7 @@ public:
         std::string bytes;
         wire::detail::writer w(bytes);
         put_pid(w, to);
-        const auto cbor = json::to_cbor(msg);
-        w.bytes(std::string_view(reinterpret_cast<const char*>(cbor.data()), cbor.size()));
+        put_json(w, msg);
         node_->send_app(id, static_cast<std::uint64_t>(app_kind::deliver), std::move(bytes));
         return {};
     }
@@ -327,6 +360,7 @@ private:
     struct process {
         message_handler on_message;
         exit_handler on_exit;
+        call_handler on_call;
     };
     struct lane {
         std::uint64_t client_id = 0;
@@ -648,6 +682,32 @@ private:
                 if (msg.is_discarded()) return;
                 return deliver(to, msg);
             }
+            case app_kind::call: {
+                const std::uint64_t id = r.u64();
+                pid to = get_pid(r);
+                std::string cbor = r.bytes();
+                if (!r.done()) return;
+                auto request = json::from_cbor(cbor, true, false);
+                if (request.is_discarded()) return;
+                return serve_call(to, request, [this, from, id](std::error_code ec, json answer) {
+                    if (stopped_) return;
+                    std::string out;
+                    wire::detail::writer w(out);
+                    w.u64(id);
+                    w.u32(static_cast<std::uint32_t>(ec ? ec.value() : 0));
+                    put_json(w, answer);
+                    node_->send_app(from, static_cast<std::uint64_t>(app_kind::call_reply), std::move(out));
+                });
+            }
+            case app_kind::call_reply: {
+                const std::uint64_t id = r.u64();
+                const auto code = static_cast<errc>(r.u32());
+                std::string cbor = r.bytes();
+                if (!r.done()) return;
+                auto answer = json::from_cbor(cbor, true, false);
+                if (answer.is_discarded()) return;
+                return finish_call(id, code, std::move(answer));
+            }
             default:
                 if (auto it = user_apps_.find(kind); it != user_apps_.end()) it->second(from, bytes);
                 return;
@@ -689,6 +749,31 @@ private:
         node_->read_barrier([this, send_index](std::error_code ec) {
             if (!stopped_) send_index(ec, ec ? 0 : node_->applied());
         });
+    }
+
+    void serve_call(const pid& to, const json& request, std::function<void(std::error_code, json)> answer) {
+        auto it = procs_.find(to);
+        if (it == procs_.end() || !it->second.on_call || to.node != opts_.name) return answer(errc::noproc, json());
+        auto h = it->second.on_call;
+        auto once = std::make_shared<bool>(false);
+        h(request, [answer = std::move(answer), once](json reply) {
+            if (*once) return;
+            *once = true;
+            answer({}, std::move(reply));
+        });
+    }
+
+    void finish_call(std::uint64_t id, std::error_code ec, json answer) {
+        auto it = calls_.find(id);
+        if (it == calls_.end()) return;
+        auto done = std::move(it->second);
+        calls_.erase(it);
+        done(ec, std::move(answer));
+    }
+
+    static void put_json(wire::detail::writer& w, const json& j) {
+        const auto cbor = json::to_cbor(j);
+        w.bytes(std::string_view(reinterpret_cast<const char*>(cbor.data()), cbor.size()));
     }
 
     void deliver(const pid& to, const json& msg) {
@@ -957,6 +1042,8 @@ private:
     std::map<std::uint64_t, state_machine::listener> listeners_;
     std::uint64_t listener_ids_ = 0;
     std::map<std::uint64_t, app_handler> user_apps_;
+    std::uint64_t call_ids_ = 0;
+    std::map<std::uint64_t, call_done> calls_;  ///< calls waiting for an answer
     std::map<std::string, keys> created_;  ///< registries this node saw created
     counters stats_;
 };

@@ -8,6 +8,8 @@
 #include <raregistry/testing/counter.hpp>
 #include <raregistry/transport/asio_tcp.hpp>
 
+#include "support.hpp"
+
 #include <csignal>
 #include <cstdlib>
 #include <deque>
@@ -21,31 +23,13 @@
 using namespace raregistry;
 namespace fs = std::filesystem;
 namespace asio = boost::asio;
+using namespace rrtest;
 
 namespace {
 
 using testing::counter;
 
 using node_type = raft::node<transport::asio_tcp, storage::file, counter>;
-
-std::uint16_t free_port() {
-    asio::io_context io;
-    asio::ip::tcp::acceptor a(io, {asio::ip::make_address("127.0.0.1"), 0});
-    return a.local_endpoint().port();
-}
-
-fs::path make_temp_dir() {
-    char tmpl[] = "/tmp/rr-tcp-XXXXXX";
-    REQUIRE(::mkdtemp(tmpl) != nullptr);
-    return tmpl;
-}
-
-fs::path certs(const std::string& tag) {
-    fs::path dir = fs::temp_directory_path() / ("rr-test-tls-" + tag);
-    std::string cmd = std::string(RR_SOURCE_DIR) + "/tools/make-certs " + dir.string() + " n1 n2 n3";
-    REQUIRE(std::system(cmd.c_str()) == 0);
-    return dir;
-}
 
 struct member_options {
     bool tls = true;
@@ -219,51 +203,6 @@ TEST_CASE("plaintext has to be chosen explicitly") {
     t.name = "n1";
     CHECK_THROWS_AS(transport::asio_tcp(io, t), std::invalid_argument);
 }
-
-namespace {
-
-/// One rrnode process; its standard output goes to a file the test reads.
-struct process {
-    pid_t pid = -1;
-    fs::path out;
-    process(const std::vector<std::string>& args, fs::path output) : out(std::move(output)) {
-        pid = ::fork();
-        REQUIRE(pid >= 0);
-        if (pid == 0) {
-            FILE* f = std::freopen(out.c_str(), "a", stdout);
-            (void)f;
-            std::vector<char*> argv;
-            for (auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-            argv.push_back(nullptr);
-            ::execv(argv[0], argv.data());
-            ::_exit(127);
-        }
-    }
-    std::string output() const {
-        std::ifstream in(out);
-        return std::string(std::istreambuf_iterator<char>(in), {});
-    }
-    int stop(int sig = SIGTERM) {
-        if (pid < 0) return -1;
-        ::kill(pid, sig);
-        int status = 0;
-        ::waitpid(pid, &status, 0);
-        pid = -1;
-        return status;
-    }
-    ~process() { stop(SIGKILL); }
-};
-
-bool wait_for(const std::function<bool()>& pred, std::chrono::seconds limit = std::chrono::seconds(20)) {
-    auto end = std::chrono::steady_clock::now() + limit;
-    while (!pred()) {
-        if (std::chrono::steady_clock::now() > end) return false;
-        std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    return true;
-}
-
-}  // namespace
 
 TEST_CASE("the same three nodes as separate processes commit, stop on SIGTERM, and keep their state") {
     fs::path root = make_temp_dir();

@@ -513,3 +513,74 @@ TEST_CASE("the README's registry example runs as printed") {
     CHECK(out[3] == "after exit: 0 registrations");
     for (auto& line : out) MESSAGE(line);
 }
+
+#include <raregistry/registry/server.hpp>
+
+namespace {
+
+/// A GenServer-like user server: a map of fields; "boom" throws.
+struct user_server {
+    json fields;
+    static inline int terminated = 0;
+    explicit user_server(const json& args) : fields(args) {}
+    json handle_call(const json& req) {
+        if (req.contains("boom")) throw std::runtime_error("boom");
+        if (req.contains("get")) return fields.value(req["get"].get<std::string>(), json());
+        if (req.contains("set")) fields[req["set"].get<std::string>()] = req["value"];
+        return json("ok");
+    }
+    void handle_cast(const json& msg) { fields["cast"] = msg; }
+    void terminate(const std::string&) { ++terminated; }
+};
+
+}  // namespace
+
+TEST_CASE("start_named and call: a named server started once cluster-wide, called from every node") {
+    fixture f;
+    auto started = await<pid>(f.c, [&](auto cb) {
+        registry::start_named<user_server>(f.reg[0], "user_123", json{{"name", "?"}}, cb);
+    });
+    REQUIRE(started);
+    REQUIRE(!std::get<0>(*started));
+    const pid server = std::get<1>(*started);
+    CHECK(server.node == "n1");
+    for (std::size_t i = 0; i < 3; ++i) {  // already started, from any node, with the pid
+        auto again = await<pid>(f.c, [&](auto cb) { registry::start_named<user_server>(f.reg[i], "user_123", json(), cb); });
+        REQUIRE(again);
+        CHECK(std::get<0>(*again) == errc::already_started);
+        CHECK(std::get<1>(*again) == server);
+    }
+    auto set = await<json>(f.c, [&](auto cb) {
+        registry::call(f.reg[2], "user_123", json{{"set", "name"}, {"value", "John"}}, cb);
+    });
+    REQUIRE(set);
+    CHECK(!std::get<0>(*set));
+    auto get = await<json>(f.c, [&](auto cb) { registry::call(f.reg[1], "user_123", json{{"get", "name"}}, cb); });
+    REQUIRE(get);
+    CHECK(std::get<1>(*get) == json("John"));
+    auto cast = await<>(f.c, [&](auto cb) { registry::cast(f.reg[2], "user_123", json("hi"), cb); });
+    REQUIRE(cast);
+    CHECK(!std::get<0>(*cast));
+    REQUIRE(f.c.run_until([&] {
+        auto r = await<json>(f.c, [&](auto cb) { registry::call(f.reg[0], "user_123", json{{"get", "cast"}}, cb); });
+        return r && std::get<1>(*r) == json("hi");
+    }, 2'000'000));
+    auto nobody = await<json>(f.c, [&](auto cb) { registry::call(f.reg[0], "nobody", json(1), cb); });
+    REQUIRE(nobody);
+    CHECK(std::get<0>(*nobody) == errc::noproc);
+
+    // a server that throws exits with that reason; its name is freed by itself
+    const int before = user_server::terminated;
+    auto boom = await<json>(f.c, [&](auto cb) {
+        registry::call(f.reg[1].with(registry::op_options{std::chrono::milliseconds(300)}), "user_123", json{{"boom", 1}}, cb);
+    }, 2'000'000);
+    REQUIRE(boom);
+    CHECK(std::get<0>(*boom) == errc::timeout);
+    CHECK(user_server::terminated == before + 1);
+    CHECK(!f.rep(0).alive(server));
+    REQUIRE(f.c.run_until([&] { return f.lookup(f.reg[2], "user_123").empty(); }, 2'000'000));
+    auto restarted = await<pid>(f.c, [&](auto cb) { registry::start_named<user_server>(f.reg[2], "user_123", json(), cb); });
+    REQUIRE(restarted);
+    CHECK(!std::get<0>(*restarted));
+    CHECK(std::get<1>(*restarted).node == "n3");
+}

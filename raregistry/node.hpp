@@ -1,0 +1,244 @@
+#pragma once
+// raregistry::tcp_node — one registry node on real machines: the TCP transport (mutual TLS
+// unless told otherwise), the file storage (fsync on), a registry::replica, its registries,
+// and optionally the JSON debug endpoint over HTTP (debug/http_routes.hpp).
+//
+//   boost::asio::io_context io;
+//   rr::tcp_node node(io, {.id = "n1", .listen = "127.0.0.1:7001",
+//                          .peers = {{"n1", "127.0.0.1:7001"}, {"n2", "127.0.0.1:7002"}, {"n3", "127.0.0.1:7003"}},
+//                          .data_dir = "/var/lib/myapp/n1", .tls_dir = "/etc/myapp/tls"});
+//   node.start();
+//   auto& reg = node.registry("MyApp.Registry", rr::keys::unique);
+//   reg.async_register("key", json("value"), [](std::error_code ec, rr::registry::pid owner) { ... });
+//   io.run();
+//
+// Layout of the data directory: raft/ (the write-ahead log, hard state and snapshots) and
+// EPOCH (the node's life counter: every start takes the next one, written and fsynced
+// before the node talks to anyone).
+//
+// Thread safety: a node belongs to its io_context; run that io_context on one thread. The
+// registry handles' async_ operations may be started from any thread.
+
+#include <raregistry/error.hpp>
+#include <raregistry/registry/registry.hpp>
+#include <raregistry/registry/replica.hpp>
+#include <raregistry/storage/file.hpp>
+#include <raregistry/transport/asio_tcp.hpp>
+
+#include <boost/asio/io_context.hpp>
+
+#include <charconv>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <fcntl.h>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <unistd.h>
+#include <utility>
+#include <vector>
+
+namespace raregistry {
+
+using registry::keys;
+
+/// Everything a node needs to know. Addresses are "host:port".
+struct node_config {
+    std::string id;                                        ///< this node's name, e.g. "n1"
+    std::string listen;                                    ///< cluster traffic, e.g. "127.0.0.1:7001"
+    std::vector<std::pair<std::string, std::string>> peers;  ///< every member: {name, host:port}
+    std::string data_dir;                                  ///< created if missing
+    std::string tls_dir;      ///< ca.pem, <id>.pem, <id>.key (tools/make-certs makes them)
+    bool insecure = false;    ///< plaintext instead of TLS: development only
+    std::string http;         ///< debug endpoint address, empty = none (see debug/http_routes.hpp)
+    std::string token;        ///< bearer token for the endpoint's mutating routes; empty = they are off
+    std::string cluster_id = "raregistry";
+    std::vector<std::pair<std::string, keys>> registries;  ///< created at start
+    std::chrono::milliseconds tick{20};                    ///< elections take 10-20 ticks
+    std::chrono::milliseconds node_down_after{5000};       ///< silence before a node's names are freed
+    std::chrono::milliseconds fence_after{2000};           ///< cut off this long: stop unique-name processes
+    std::chrono::milliseconds op_timeout{5000};            ///< default deadline of API operations
+    std::function<void(const std::string&)> log;           ///< significant events; default: stderr with time
+};
+
+/// Splits "host:port"; nothing unless the port is a number from 1 to 65535.
+inline std::optional<std::pair<std::string, std::uint16_t>> split_host_port(std::string_view s) {
+    auto colon = s.rfind(':');
+    if (colon == std::string_view::npos || colon == 0) return std::nullopt;
+    std::uint16_t port = 0;
+    auto p = s.substr(colon + 1);
+    auto [ptr, ec] = std::from_chars(p.data(), p.data() + p.size(), port);
+    if (ec != std::errc{} || ptr != p.data() + p.size() || port == 0) return std::nullopt;
+    return std::pair{std::string(s.substr(0, colon)), port};
+}
+
+/// The node: transport, storage, replica and registries, on one io_context.
+class tcp_node {
+public:
+    using replica_type = registry::replica<transport::asio_tcp, storage::file>;
+    using registry_type = registry::registry_handle<replica_type>;
+
+    /// Checks the configuration; throws std::invalid_argument saying what is wrong.
+    tcp_node(boost::asio::io_context& io, node_config cfg) : io_(io), cfg_(std::move(cfg)) {
+        if (!cfg_.log) cfg_.log = [](const std::string& line) { stderr_log(line); };
+        validate();
+    }
+    tcp_node(const tcp_node&) = delete;
+    tcp_node& operator=(const tcp_node&) = delete;
+    ~tcp_node() { stop(); }
+
+    /// Opens the data directory (taking the next epoch), connects to the peers and starts
+    /// Raft. Throws std::system_error on a corrupt or foreign data directory, or when the
+    /// listen address cannot be bound.
+    void start() {
+        std::filesystem::create_directories(cfg_.data_dir);
+        epoch_ = next_epoch();
+        transport::tcp_options t;
+        t.cluster_id = cfg_.cluster_id;
+        t.name = cfg_.id;
+        auto listen = *split_host_port(cfg_.listen);
+        t.listen_host = listen.first;
+        t.listen_port = listen.second;
+        for (auto& [name, addr] : cfg_.peers) {
+            auto hp = *split_host_port(addr);
+            t.peers.push_back({name, hp.first, hp.second});
+        }
+        t.insecure = cfg_.insecure;
+        if (!cfg_.insecure)
+            t.tls = transport::tls_files{cfg_.tls_dir + "/ca.pem", cfg_.tls_dir + "/" + cfg_.id + ".pem",
+                                         cfg_.tls_dir + "/" + cfg_.id + ".key"};
+        t.log = cfg_.log;
+        net_.emplace(io_, t);
+
+        storage::file::options so;
+        so.dir = std::filesystem::path(cfg_.data_dir) / "raft";
+        so.cluster_id = cfg_.cluster_id;
+        so.node_name = cfg_.id;
+        for (auto& [name, _] : cfg_.peers) so.initial.voters.push_back(raft::node_id_of(name));
+        disk_.emplace(so);
+
+        registry::replica_options ro;
+        ro.name = cfg_.id;
+        ro.epoch = epoch_;
+        for (auto& [name, _] : cfg_.peers) ro.members.push_back(name);
+        ro.tick = cfg_.tick;
+        ro.node_down_after = cfg_.node_down_after;
+        ro.fence_after = cfg_.fence_after;
+        ro.log = cfg_.log;
+        ro.on_new_epoch = [this](std::uint64_t e) {
+            epoch_ = e;
+            write_epoch(e);
+        };
+        rep_.emplace(*net_, *disk_, ro);
+        net_->start();
+        rep_->start();
+        for (auto& [name, mode] : cfg_.registries) registry(name, mode);
+        cfg_.log(cfg_.id + ": started, epoch " + std::to_string(epoch_) + ", " + std::to_string(cfg_.peers.size()) +
+                 " members, " + (cfg_.insecure ? "PLAINTEXT (insecure)" : "mutual TLS"));
+    }
+
+    /// Stops Raft and the transport; pending operations complete with shutting_down.
+    void stop() {
+        if (!rep_ || stopped_) return;
+        stopped_ = true;
+        rep_->stop();
+        net_->stop();
+        cfg_.log(cfg_.id + ": stopped");
+    }
+
+    /// The handle of registry `name` (created through the log on first use).
+    registry_type& registry(const std::string& name, keys mode) {
+        auto it = registries_.find(name);
+        if (it == registries_.end()) it = registries_.emplace(name, registry_type(*rep_, name, mode)).first;
+        return it->second;
+    }
+    /// The registries this node has handles for (configured or used).
+    const std::map<std::string, registry_type>& registries() const noexcept { return registries_; }
+
+    replica_type& replica() { return *rep_; }
+    storage::file& disk() { return *disk_; }
+    transport::asio_tcp& net() { return *net_; }
+    const node_config& config() const noexcept { return cfg_; }
+    std::uint64_t epoch() const noexcept { return epoch_; }
+    boost::asio::io_context& io() noexcept { return io_; }
+
+    /// Writes `line` to stderr with the wall-clock time.
+    static void stderr_log(const std::string& line) {
+        auto now = std::chrono::system_clock::now();
+        auto t = std::chrono::system_clock::to_time_t(now);
+        auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
+        char stamp[32];
+        std::strftime(stamp, sizeof stamp, "%H:%M:%S", std::localtime(&t));
+        std::fprintf(stderr, "%s.%03d %s\n", stamp, static_cast<int>(ms), line.c_str());
+    }
+
+private:
+    void validate() const {
+        auto bad = [](const std::string& why) { throw std::invalid_argument("node configuration: " + why); };
+        if (cfg_.id.empty()) bad("id is empty");
+        if (!split_host_port(cfg_.listen)) bad("listen \"" + cfg_.listen + "\" is not HOST:PORT");
+        if (cfg_.peers.empty()) bad("peers is empty (list every member, this one included)");
+        bool self = false;
+        for (auto& [name, addr] : cfg_.peers) {
+            if (name.empty()) bad("a peer has an empty name");
+            if (!split_host_port(addr)) bad("peer " + name + " address \"" + addr + "\" is not HOST:PORT");
+            self = self || name == cfg_.id;
+        }
+        if (!self) bad("peers does not list this node (" + cfg_.id + ")");
+        if (cfg_.data_dir.empty()) bad("data_dir is empty");
+        if (cfg_.insecure == !cfg_.tls_dir.empty()) bad("choose exactly one of tls_dir and insecure");
+        if (!cfg_.http.empty() && !split_host_port(cfg_.http)) bad("http \"" + cfg_.http + "\" is not HOST:PORT");
+        if (cfg_.fence_after >= cfg_.node_down_after) bad("fence_after must be shorter than node_down_after");
+        if (cfg_.tick.count() <= 0) bad("tick must be positive");
+    }
+
+    std::filesystem::path epoch_path() const { return std::filesystem::path(cfg_.data_dir) / "EPOCH"; }
+
+    std::uint64_t next_epoch() {
+        std::uint64_t e = 0;
+        std::ifstream in(epoch_path());
+        if (in) {
+            std::string text;
+            std::getline(in, text);
+            auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), e);
+            if (ec != std::errc{} || ptr != text.data() + text.size())
+                throw std::system_error(make_error_code(errc::corrupt_data),
+                                        epoch_path().string() + " does not hold a number");
+        }
+        write_epoch(e + 1);
+        return e + 1;
+    }
+
+    void write_epoch(std::uint64_t e) {
+        const auto tmp = epoch_path().string() + ".tmp";
+        const std::string text = std::to_string(e);
+        int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        if (fd < 0) throw std::system_error(errno, std::generic_category(), "open " + tmp);
+        bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) && ::fsync(fd) == 0;
+        ::close(fd);
+        if (!ok || std::rename(tmp.c_str(), epoch_path().c_str()) != 0)
+            throw std::system_error(errno, std::generic_category(), "write " + epoch_path().string());
+        int dir = ::open(cfg_.data_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dir >= 0) {
+            ::fsync(dir);
+            ::close(dir);
+        }
+    }
+
+    boost::asio::io_context& io_;
+    node_config cfg_;
+    std::uint64_t epoch_ = 0;
+    std::optional<transport::asio_tcp> net_;
+    std::optional<storage::file> disk_;
+    std::optional<replica_type> rep_;
+    std::map<std::string, registry_type> registries_;
+    bool stopped_ = false;
+};
+
+}  // namespace raregistry
