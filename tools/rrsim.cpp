@@ -4,7 +4,7 @@
 //   rrsim --workload registry --nodes 3 --seeds 0-1999
 //         the registry replicated by Raft, clients retrying through faults; each seed's
 //         history is checked for linearizability and the replicas for byte equality
-//         (its faults are fixed: crashes with restarts, isolation, loss; --faults is ignored)
+//         (--faults picks the kinds, as for the raft workload; default all)
 //   rrsim --demo      a narrated 3-node run: election, commits, leader crash, re-election
 //
 // Prints one line per failing seed (with what was violated) and ends with

@@ -1,0 +1,274 @@
+#pragma once
+// debug::routes — the JSON debug endpoint of a tcp_node, served by debug::http_server.
+//
+//   GET    /                                      dashboard page (polls /v1/status)
+//   GET    /v1/status                             id, role, term, leader, commit, applied, members...
+//   GET    /v1/health                             200 when a leader is known and applied == commit, else 503
+//   GET    /v1/metrics                            Prometheus text format
+//   GET    /v1/registries/{name}/keys/{key}[?consistency=linearizable|lease|local]
+//                                                 {"entries":[{"pid":"n1.3.7","value":...}]}
+//   GET    /v1/registries/{name}?prefix=P&limit=N {"keys":[...]} (linearizable; limit <= 10000, default 100)
+// With "Authorization: Bearer TOKEN" (and only when the node has a token):
+//   PUT    /v1/registries/{name}/keys/{key}       body {"value": ...}: registers under the node's own
+//                                                 process; 200 {"pid":...}, 409 {"error","owner"} if taken
+//   DELETE /v1/registries/{name}/keys/{key}       200, 404 not registered, 409 held by another process
+//   POST   /v1/admin/transfer-leader              body {"to":"n2"} (optional): 202, or 409 if not leader
+//   POST   /v1/admin/members, DELETE /v1/admin/members/{id}, POST /v1/admin/force-leader:
+//                                                 501 until membership changes exist
+// Registries are those the node was configured with (404 for others). Errors are JSON
+// {"error": "..."} with a 4xx/5xx status.
+//
+// Thread safety: the handler runs on the node's io_context, like the node.
+
+#include <raregistry/debug/http.hpp>
+#include <raregistry/node.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <string>
+
+namespace raregistry::debug {
+
+namespace detail {
+
+inline unsigned status_of(std::error_code ec) {
+    if (!ec) return 200;
+    if (ec == errc::already_registered || ec == errc::not_owner) return 409;
+    if (ec == errc::not_registered || ec == errc::unknown_registry || ec == errc::noproc) return 404;
+    if (ec == errc::invalid_argument) return 400;
+    if (ec == errc::timeout || ec == errc::no_quorum || ec == errc::shutting_down) return 503;
+    return 500;
+}
+
+inline nlohmann::json status_json(tcp_node& node) {
+    auto& rep = node.replica();
+    const auto& core = rep.core();
+    const auto now = rep.net().now();
+    nlohmann::json members = nlohmann::json::array();
+    for (const auto& [name, _] : node.config().peers) {
+        nlohmann::json m = {{"id", name}};
+        for (const auto& pr : core.members_progress())
+            if (pr.id == raft::node_id_of(name) && core.is_leader()) {
+                m["match_index"] = pr.match;
+                m["next_index"] = pr.next;
+            }
+        if (name == node.config().id) m["last_contact_ms"] = 0;
+        else if (auto h = rep.last_heard(name))
+            m["last_contact_ms"] = std::chrono::duration_cast<std::chrono::milliseconds>(now - *h).count();
+        else
+            m["last_contact_ms"] = nullptr;
+        members.push_back(std::move(m));
+    }
+    return {{"id", node.config().id},
+            {"epoch", rep.epoch()},
+            {"role", std::string(raft::to_string(core.state()))},
+            {"term", core.term()},
+            {"leader", core.leader() == raft::no_node ? nlohmann::json(nullptr) : nlohmann::json(rep.member_name(core.leader()))},
+            {"commit", core.log().committed()},
+            {"applied", rep.raft_node().applied()},
+            {"snapshot_index", core.log().snap().meta.index},
+            {"fenced", rep.fenced()},
+            {"processes", rep.process_count()},
+            {"members", std::move(members)}};
+}
+
+/// Leaderships won, counted by watching the role (kept per node in a static map: the
+/// node has no counter of its own).
+inline std::uint64_t elections_won(tcp_node& node) {
+    struct seen {
+        raft::term_t term = 0;
+        std::uint64_t won = 0;
+    };
+    static std::map<const tcp_node*, seen> table;
+    auto& s = table[&node];
+    const auto& core = node.replica().core();
+    if (core.is_leader() && core.term() != s.term) {
+        s.term = core.term();
+        ++s.won;
+    }
+    return s.won;
+}
+
+inline std::string metrics_text(tcp_node& node) {
+    auto& rep = node.replica();
+    const auto& core = rep.core();
+    const auto& st = rep.stats();
+    std::string out;
+    auto line = [&out](const std::string& name, const std::string& help, const std::string& type, auto value,
+                       const std::string& labels = {}) {
+        out += "# HELP " + name + " " + help + "\n# TYPE " + name + " " + type + "\n";
+        out += name + labels + " " + std::to_string(value) + "\n";
+    };
+    line("raregistry_term", "Current Raft term.", "gauge", core.term());
+    line("raregistry_is_leader", "1 if this node leads.", "gauge", core.is_leader() ? 1 : 0);
+    line("raregistry_commit_index", "Highest committed log index.", "gauge", core.log().committed());
+    line("raregistry_applied_index", "Highest index applied to the registry.", "gauge", rep.raft_node().applied());
+    line("raregistry_proposals_total", "Registry writes completed by this node.", "counter", st.writes);
+    line("raregistry_write_retries_total", "Write attempts retried (leader changes, timeouts).", "counter",
+         st.write_retries);
+    line("raregistry_forwarded_total", "Writes forwarded to the leader.", "counter", st.forwarded);
+    line("raregistry_timeouts_total", "Operations that reached their deadline.", "counter", st.timeouts);
+    line("raregistry_node_down_total", "node_down commands proposed as leader.", "counter", st.node_downs_proposed);
+    line("raregistry_fencings_total", "Times this node fenced itself.", "counter", st.fencings);
+    line("raregistry_elections_won_total", "Leaderships this node took.", "counter", elections_won(node));
+    line("raregistry_processes", "Live local processes.", "gauge", rep.process_count());
+    out += "# HELP raregistry_registrations Registrations per registry.\n# TYPE raregistry_registrations gauge\n";
+    for (const auto& name : rep.state().registry_names())
+        out += "raregistry_registrations{registry=\"" + name + "\"} " + std::to_string(rep.state().count(name)) + "\n";
+    const auto& disk = node.disk();
+    out += "# HELP raregistry_fsync_seconds Latency of WAL fsyncs.\n# TYPE raregistry_fsync_seconds histogram\n";
+    std::uint64_t cumulative = 0;
+    const auto& buckets = disk.fsync_buckets();
+    for (std::size_t i = 0; i < buckets.size(); ++i) {
+        cumulative += buckets[i];
+        std::string le = i < storage::file::fsync_bucket_bounds_us.size()
+                             ? std::to_string(static_cast<double>(storage::file::fsync_bucket_bounds_us[i]) / 1e6)
+                             : "+Inf";
+        out += "raregistry_fsync_seconds_bucket{le=\"" + le + "\"} " + std::to_string(cumulative) + "\n";
+    }
+    out += "raregistry_fsync_seconds_sum " + std::to_string(static_cast<double>(disk.fsync_total_us()) / 1e6) + "\n";
+    out += "raregistry_fsync_seconds_count " + std::to_string(disk.fsyncs()) + "\n";
+    return out;
+}
+
+}  // namespace detail
+
+/// The endpoint's handler for `node` (which must outlive the server).
+inline http_handler routes(tcp_node& node) {
+    return [&node](http_request req, std::function<void(http_response)> respond) {
+        using nlohmann::json;
+        const auto& seg = req.segments;
+        auto fail = [&](unsigned status, const std::string& why) { respond(http_response::error(status, why)); };
+        auto authorized = [&] {
+            const auto& token = node.config().token;
+            return !token.empty() && req.authorization == "Bearer " + token;
+        };
+        auto need_token = [&] {
+            if (node.config().token.empty())
+                fail(403, "mutating routes are off: start the node with a token (--token)");
+            else
+                fail(401, "missing or wrong bearer token");
+        };
+        auto find_registry = [&](const std::string& name) -> tcp_node::registry_type* {
+            auto it = node.registries().find(name);
+            return it == node.registries().end() ? nullptr : &node.registry(name, it->second.mode());
+        };
+
+        if (req.method == "GET" && seg.empty())
+            return respond(http_response{200, "text/html; charset=utf-8", std::string(dashboard_html())});
+        if (seg.size() < 2 || seg[0] != "v1") return fail(404, "no such route: " + req.path);
+
+        if (seg.size() == 2 && seg[1] == "status") {
+            if (req.method != "GET") return fail(405, "status is GET only");
+            return respond(http_response::json(200, detail::status_json(node)));
+        }
+        if (seg.size() == 2 && seg[1] == "health") {
+            if (req.method != "GET") return fail(405, "health is GET only");
+            const auto& core = node.replica().core();
+            const bool leader_known = core.leader() != raft::no_node;
+            const bool caught_up = node.replica().raft_node().applied() >= core.log().committed();
+            return respond(http_response::json(leader_known && caught_up ? 200 : 503,
+                                               {{"leader_known", leader_known}, {"caught_up", caught_up}}));
+        }
+        if (seg.size() == 2 && seg[1] == "metrics") {
+            if (req.method != "GET") return fail(405, "metrics is GET only");
+            return respond(http_response{200, "text/plain; version=0.0.4", detail::metrics_text(node)});
+        }
+        if (seg[1] == "registries" && seg.size() >= 3) {
+            auto* reg = find_registry(seg[2]);
+            if (!reg) return fail(404, "no registry named \"" + seg[2] + "\" on this node");
+            if (seg.size() == 3) {
+                if (req.method != "GET") return fail(405, "listing is GET only");
+                std::size_t limit = 100;
+                if (auto it = req.query.find("limit"); it != req.query.end()) {
+                    auto [p, ec] = std::from_chars(it->second.data(), it->second.data() + it->second.size(), limit);
+                    if (ec != std::errc{} || p != it->second.data() + it->second.size() || limit == 0 || limit > 10000)
+                        return fail(400, "limit must be a number from 1 to 10000");
+                }
+                std::string prefix = req.query.count("prefix") ? req.query.at("prefix") : "";
+                std::string name = seg[2];
+                return node.replica().read_barrier(
+                    registry::consistency::linearizable, std::chrono::duration_cast<tcp_node::replica_type::duration>(node.config().op_timeout),
+                    [&node, respond, prefix, limit, name](std::error_code ec) {
+                        if (ec) return respond(http_response::error(detail::status_of(ec), ec.message()));
+                        respond(http_response::json(
+                            200, {{"keys", node.replica().state().keys_with_prefix(name, prefix, limit)}}));
+                    });
+            }
+            if (seg.size() == 5 && seg[3] == "keys") {
+                const std::string key = seg[4];
+                if (req.method == "GET") {
+                    auto c = registry::consistency::linearizable;
+                    if (auto it = req.query.find("consistency"); it != req.query.end()) {
+                        if (it->second == "lease") c = registry::consistency::lease;
+                        else if (it->second == "local") c = registry::consistency::local;
+                        else if (it->second != "linearizable")
+                            return fail(400, "consistency must be linearizable, lease or local");
+                    }
+                    return reg->with(c).async_lookup(key, [respond](std::error_code ec, std::vector<registry::entry> es) {
+                        if (ec) return respond(http_response::error(detail::status_of(ec), ec.message()));
+                        json entries = json::array();
+                        for (auto& e : es) entries.push_back({{"pid", e.owner.to_string()}, {"value", e.value}});
+                        respond(http_response::json(200, {{"entries", entries}}));
+                    });
+                }
+                if (req.method == "PUT") {
+                    if (!authorized()) return need_token();
+                    json body = json::parse(req.body, nullptr, false);
+                    if (body.is_discarded() || !body.is_object() || !body.contains("value"))
+                        return fail(400, "the body must be a JSON object {\"value\": ...}");
+                    return reg->async_register(key, body["value"], [respond](std::error_code ec, registry::pid owner) {
+                        if (ec == errc::already_registered)
+                            return respond(http_response::json(409, {{"error", ec.message()}, {"owner", owner.to_string()}}));
+                        if (ec) return respond(http_response::error(detail::status_of(ec), ec.message()));
+                        respond(http_response::json(200, {{"pid", owner.to_string()}}));
+                    });
+                }
+                if (req.method == "DELETE") {
+                    if (!authorized()) return need_token();
+                    return reg->async_unregister(key, [respond](std::error_code ec) {
+                        if (ec) return respond(http_response::error(detail::status_of(ec), ec.message()));
+                        respond(http_response::json(200, {{"ok", true}}));
+                    });
+                }
+                return fail(405, "keys take GET, PUT or DELETE");
+            }
+            return fail(404, "no such route: " + req.path);
+        }
+        if (seg[1] == "admin" && seg.size() >= 3) {
+            if (!authorized()) return need_token();
+            if (seg.size() == 3 && seg[2] == "transfer-leader" && req.method == "POST") {
+                auto& rep = node.replica();
+                if (!rep.core().is_leader()) return fail(409, "this node is not the leader");
+                std::string to;
+                if (!req.body.empty()) {
+                    json body = json::parse(req.body, nullptr, false);
+                    if (body.is_discarded() || !body.is_object()) return fail(400, "the body must be a JSON object");
+                    if (body.contains("to")) {
+                        if (!body["to"].is_string()) return fail(400, "\"to\" must be a member name");
+                        to = body["to"].get<std::string>();
+                    }
+                }
+                if (to.empty()) {  // the most up-to-date other voter
+                    raft::index_t best = 0;
+                    for (const auto& pr : rep.core().members_progress())
+                        if (pr.id != raft::node_id_of(node.config().id) && (to.empty() || pr.match > best)) {
+                            best = pr.match;
+                            to = rep.member_name(pr.id);
+                        }
+                }
+                if (to.empty() || to == node.config().id || !rep.transfer_leader(to))
+                    return fail(409, "cannot transfer leadership to \"" + to + "\"");
+                return respond(http_response::json(202, {{"transferring_to", to}}));
+            }
+            if ((seg.size() == 3 && seg[2] == "members" && req.method == "POST") ||
+                (seg.size() == 4 && seg[2] == "members" && req.method == "DELETE") ||
+                (seg.size() == 3 && seg[2] == "force-leader" && req.method == "POST"))
+                return fail(501, "membership changes and force-leader are not implemented yet");
+            return fail(404, "no such route: " + req.path);
+        }
+        return fail(404, "no such route: " + req.path);
+    };
+}
+
+}  // namespace raregistry::debug

@@ -1,0 +1,172 @@
+// raregistryd — one raregistry node as a daemon.
+//
+//   raregistryd --id n1 --listen 127.0.0.1:7001
+//       --peers n1=127.0.0.1:7001,n2=127.0.0.1:7002,n3=127.0.0.1:7003
+//       --data-dir DIR --http 127.0.0.1:8001 --registry NAME=unique|duplicate ...
+//       (--tls-dir DIR | --insecure) [--token TOKEN] [--cluster ID]
+//       [--tick-ms N] [--node-down-after-ms N] [--fence-after-ms N]
+//   raregistryd --config FILE.json      (the same settings as a JSON object; flags after it override)
+//
+// Logs one line per significant event (start, elections, node_down, fencing, new epochs,
+// connections) on stderr with the time; stops cleanly on SIGTERM or SIGINT.
+
+#include <raregistry/raregistry.hpp>
+#include <raregistry/debug/http.hpp>
+#include <raregistry/debug/routes.hpp>
+
+#include <boost/asio/signal_set.hpp>
+#include <nlohmann/json.hpp>
+
+#include <csignal>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <string>
+#include <string_view>
+
+namespace rr = raregistry;
+
+namespace {
+
+int usage(const std::string& why) {
+    std::fprintf(stderr,
+                 "raregistryd: %s\n"
+                 "usage: raregistryd --id NAME --listen HOST:PORT --peers NAME=HOST:PORT,... --data-dir DIR\n"
+                 "                   (--tls-dir DIR | --insecure) [--http HOST:PORT] [--token TOKEN]\n"
+                 "                   [--registry NAME=unique|duplicate]... [--cluster ID] [--tick-ms N]\n"
+                 "                   [--node-down-after-ms N] [--fence-after-ms N] [--config FILE.json]\n",
+                 why.c_str());
+    return 2;
+}
+
+bool parse_peers(std::string_view list, rr::node_config& c) {
+    c.peers.clear();
+    while (!list.empty()) {
+        auto comma = list.find(',');
+        auto item = list.substr(0, comma);
+        auto eq = item.find('=');
+        if (eq == std::string_view::npos || eq == 0) return false;
+        c.peers.emplace_back(std::string(item.substr(0, eq)), std::string(item.substr(eq + 1)));
+        list = comma == std::string_view::npos ? std::string_view{} : list.substr(comma + 1);
+    }
+    return true;
+}
+
+bool parse_registry(std::string_view spec, rr::node_config& c) {
+    auto eq = spec.find('=');
+    if (eq == std::string_view::npos || eq == 0) return false;
+    auto mode = spec.substr(eq + 1);
+    if (mode != "unique" && mode != "duplicate") return false;
+    c.registries.emplace_back(std::string(spec.substr(0, eq)), mode == "unique" ? rr::keys::unique : rr::keys::duplicate);
+    return true;
+}
+
+bool parse_ms(std::string_view s, std::chrono::milliseconds& out) {
+    long long v = 0;
+    auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+    if (ec != std::errc{} || p != s.data() + s.size() || v <= 0) return false;
+    out = std::chrono::milliseconds(v);
+    return true;
+}
+
+/// Applies one setting by its flag name (without "--"); an error message if it is wrong.
+std::string apply(const std::string& key, const std::string& value, rr::node_config& c) {
+    if (key == "id") c.id = value;
+    else if (key == "listen") c.listen = value;
+    else if (key == "peers") { if (!parse_peers(value, c)) return "--peers wants NAME=HOST:PORT,..."; }
+    else if (key == "data-dir") c.data_dir = value;
+    else if (key == "http") c.http = value;
+    else if (key == "tls-dir") c.tls_dir = value;
+    else if (key == "token") c.token = value;
+    else if (key == "cluster") c.cluster_id = value;
+    else if (key == "registry") { if (!parse_registry(value, c)) return "--registry wants NAME=unique or NAME=duplicate"; }
+    else if (key == "tick-ms") { if (!parse_ms(value, c.tick)) return "--tick-ms wants a positive number"; }
+    else if (key == "node-down-after-ms") { if (!parse_ms(value, c.node_down_after)) return "--node-down-after-ms wants a positive number"; }
+    else if (key == "fence-after-ms") { if (!parse_ms(value, c.fence_after)) return "--fence-after-ms wants a positive number"; }
+    else return "unknown setting --" + key;
+    return {};
+}
+
+/// Reads settings from a JSON object: {"id": "n1", "peers": "n1=...,n2=..." or {"n1": "..."},
+/// "registry": ["reg=unique"] or {"reg": "unique"}, "insecure": true, ...}.
+std::string load_config(const std::string& path, rr::node_config& c) {
+    std::ifstream in(path);
+    if (!in) return "cannot read " + path;
+    auto j = nlohmann::json::parse(in, nullptr, false);
+    if (j.is_discarded() || !j.is_object()) return path + " is not a JSON object";
+    for (auto& [key, v] : j.items()) {
+        if (key == "insecure") {
+            if (!v.is_boolean()) return path + ": \"insecure\" must be true or false";
+            c.insecure = v.get<bool>();
+        } else if (key == "peers" && v.is_object()) {
+            c.peers.clear();
+            for (auto& [name, addr] : v.items()) {
+                if (!addr.is_string()) return path + ": peer addresses must be strings";
+                c.peers.emplace_back(name, addr.get<std::string>());
+            }
+        } else if (key == "registry" && (v.is_object() || v.is_array())) {
+            for (auto& [name, mode] : v.items()) {
+                std::string spec = v.is_object() ? name + "=" + (mode.is_string() ? mode.get<std::string>() : "")
+                                                 : (mode.is_string() ? mode.get<std::string>() : "");
+                if (!parse_registry(spec, c)) return path + ": registries are NAME=unique|duplicate";
+            }
+        } else {
+            std::string value = v.is_string() ? v.get<std::string>() : v.is_number_integer() ? std::to_string(v.get<long long>()) : "";
+            if (value.empty()) return path + ": \"" + key + "\" must be a string or a number";
+            if (auto err = apply(key, value, c); !err.empty()) return path + ": " + err;
+        }
+    }
+    return {};
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    rr::node_config cfg;
+    for (int i = 1; i < argc; ++i) {
+        std::string a = argv[i];
+        if (a == "--help" || a == "-h") {
+            usage("help");
+            return 0;
+        }
+        if (a == "--insecure") {
+            cfg.insecure = true;
+            continue;
+        }
+        if (a.rfind("--", 0) != 0 || i + 1 >= argc) return usage("unknown or incomplete argument: " + a);
+        std::string value = argv[++i];
+        std::string err = a == "--config" ? load_config(value, cfg) : apply(a.substr(2), value, cfg);
+        if (!err.empty()) return usage(err);
+    }
+    if (cfg.id.empty() || cfg.listen.empty() || cfg.peers.empty() || cfg.data_dir.empty())
+        return usage("--id, --listen, --peers and --data-dir are required");
+    std::setvbuf(stderr, nullptr, _IOLBF, 0);
+    try {
+        boost::asio::io_context io;
+        rr::tcp_node node(io, cfg);
+        node.start();
+        std::optional<rr::debug::http_server> http;
+        if (!cfg.http.empty()) {
+            auto hp = *rr::split_host_port(cfg.http);
+            rr::debug::http_options ho;
+            ho.address = hp.first;
+            ho.port = hp.second;
+            http.emplace(io, ho, rr::debug::routes(node));
+            http->start();
+            rr::tcp_node::stderr_log(cfg.id + ": http on " + cfg.http +
+                                     (cfg.token.empty() ? " (read-only: no token)" : " (mutating routes need the token)"));
+        }
+        boost::asio::signal_set signals(io, SIGTERM, SIGINT);
+        signals.async_wait([&](boost::system::error_code, int sig) {
+            rr::tcp_node::stderr_log(cfg.id + ": signal " + std::to_string(sig) + ", stopping");
+            if (http) http->stop();
+            node.stop();
+            io.stop();
+        });
+        io.run();
+        return 0;
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "raregistryd %s: %s\n", cfg.id.c_str(), e.what());
+        return 1;
+    }
+}
