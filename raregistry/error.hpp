@@ -25,6 +25,9 @@ enum class errc {
     frame_too_large,      ///< a frame exceeds the configured limit
     malformed_frame,      ///< bytes that do not decode as a message of a known version
     outcome_unknown,      ///< leadership changed: the command may or may not have committed
+    change_in_progress,   ///< another membership change (or a transfer) is not finished yet; retry
+    not_member,           ///< the named node is not a member (or no longer one) of this cluster
+    quorum_alive,         ///< force-leader refused: a leader or a quorum is still reachable
 };
 
 class error_category_impl final : public std::error_category {
@@ -51,6 +54,11 @@ public:
             case errc::malformed_frame: return "malformed frame";
             case errc::outcome_unknown:
                 return "leadership changed before the outcome was known; retry with the same sequence number";
+            case errc::change_in_progress:
+                return "another membership change or leadership transfer is in progress; retry when it is done";
+            case errc::not_member: return "no member of that name in the cluster's configuration";
+            case errc::quorum_alive:
+                return "refused: a leader or a quorum of members is reachable, so the cluster can recover by itself";
         }
         return "unknown raregistry error";
     }

@@ -12,6 +12,10 @@
 //   PUT    /v1/registries/{name}/keys/{key}       body {"value": ...}: registers under the node's own
 //                                                 process; 200 {"pid":...}, 409 {"error","owner"} if taken
 //   DELETE /v1/registries/{name}/keys/{key}       200, 404 not registered, 409 held by another process
+//   POST   /v1/registries/{name}/servers/{key}    body {"args": {...}} (optional): starts a record_server
+//                                                 named key (start_named): 200 {"pid"}, 409 {"error","pid"}
+//   POST   /v1/registries/{name}/servers/{key}/call  body {"request": ...}: 200 {"reply": ...}, 404 noproc
+//   POST   /v1/registries/{name}/servers/{key}/cast  body {"message": ...}: 202, 404 noproc
 //   POST   /v1/admin/transfer-leader              body {"to":"n2"} (optional): 202, or 409 if not leader
 //   POST   /v1/admin/members, DELETE /v1/admin/members/{id}, POST /v1/admin/force-leader:
 //                                                 501 until membership changes exist
@@ -22,12 +26,57 @@
 
 #include <raregistry/debug/http.hpp>
 #include <raregistry/node.hpp>
+#include <raregistry/registry/server.hpp>
 
 #include <nlohmann/json.hpp>
 
 #include <string>
 
 namespace raregistry::debug {
+
+/// The named server the endpoint starts (start_named) for scripts, tests and the demo: a
+/// JSON object of fields, initialised from the start arguments (an object).
+///   call {"get": "f"}            -> the field's value (null if unset); {"get": null} -> the object
+///   call/cast {"set": {"f": v}}  -> merges the fields; a call answers {"ok": true}
+///   call {"delete": "f"}         -> removes it; answers {"ok": true}
+///   call {"crash": "reason"}     -> the server exits with that reason (its name is freed)
+/// Anything else is answered {"error": "..."} (a call) or ignored (a cast).
+class record_server {
+public:
+    explicit record_server(const nlohmann::json& args)
+        : fields_(args.is_object() ? args : nlohmann::json::object()) {}
+
+    nlohmann::json handle_call(const nlohmann::json& request) {
+        if (!request.is_object() || request.size() != 1)
+            return {{"error", "a request is one of {\"get\": F}, {\"set\": {...}}, {\"delete\": F}, {\"crash\": R}"}};
+        const auto& [verb, arg] = *request.items().begin();
+        if (verb == "get") {
+            if (arg.is_null()) return fields_;
+            if (!arg.is_string()) return {{"error", "get takes a field name or null"}};
+            auto it = fields_.find(arg.get<std::string>());
+            return it == fields_.end() ? nlohmann::json() : *it;
+        }
+        if (verb == "set") {
+            if (!arg.is_object()) return {{"error", "set takes an object of fields"}};
+            fields_.update(arg);
+            return {{"ok", true}};
+        }
+        if (verb == "delete") {
+            if (!arg.is_string()) return {{"error", "delete takes a field name"}};
+            fields_.erase(arg.get<std::string>());
+            return {{"ok", true}};
+        }
+        if (verb == "crash") throw std::runtime_error(arg.is_string() ? arg.get<std::string>() : "crash");
+        return {{"error", "unknown request \"" + verb + "\""}};
+    }
+
+    void handle_cast(const nlohmann::json& message) {
+        if (message.is_object() && message.contains("set") && message["set"].is_object()) fields_.update(message["set"]);
+    }
+
+private:
+    nlohmann::json fields_;
+};
 
 namespace detail {
 
@@ -36,7 +85,8 @@ inline unsigned status_of(std::error_code ec) {
     if (ec == errc::already_registered || ec == errc::not_owner) return 409;
     if (ec == errc::not_registered || ec == errc::unknown_registry || ec == errc::noproc) return 404;
     if (ec == errc::invalid_argument) return 400;
-    if (ec == errc::timeout || ec == errc::no_quorum || ec == errc::shutting_down) return 503;
+    if (ec == errc::timeout) return 504;  // the outcome is unknown
+    if (ec == errc::no_quorum || ec == errc::shutting_down) return 503;
     return 500;
 }
 
@@ -194,6 +244,39 @@ inline http_handler routes(tcp_node& node) {
                         respond(http_response::json(
                             200, {{"keys", node.replica().state().keys_with_prefix(name, prefix, limit)}}));
                     });
+            }
+            if ((seg.size() == 5 || seg.size() == 6) && seg[3] == "servers") {
+                if (req.method != "POST") return fail(405, "servers take POST");
+                if (!authorized()) return need_token();
+                json body = req.body.empty() ? json::object() : json::parse(req.body, nullptr, false);
+                if (body.is_discarded() || !body.is_object()) return fail(400, "the body must be a JSON object");
+                const std::string key = seg[4];
+                if (seg.size() == 5) {
+                    json args = body.contains("args") ? body["args"] : json::object();
+                    if (!args.is_object()) return fail(400, "\"args\" must be an object");
+                    return registry::start_named<record_server>(
+                        *reg, key, std::move(args), [respond](std::error_code ec, registry::pid p) {
+                            if (ec == errc::already_started)
+                                return respond(http_response::json(409, {{"error", ec.message()}, {"pid", p.to_string()}}));
+                            if (ec) return respond(http_response::error(detail::status_of(ec), ec.message()));
+                            respond(http_response::json(200, {{"pid", p.to_string()}}));
+                        });
+                }
+                if (seg[5] == "call") {
+                    if (!body.contains("request")) return fail(400, "the body must be {\"request\": ...}");
+                    return registry::call(*reg, key, body["request"], [respond](std::error_code ec, json reply) {
+                        if (ec) return respond(http_response::error(detail::status_of(ec), ec.message()));
+                        respond(http_response::json(200, {{"reply", std::move(reply)}}));
+                    });
+                }
+                if (seg[5] == "cast") {
+                    if (!body.contains("message")) return fail(400, "the body must be {\"message\": ...}");
+                    return registry::cast(*reg, key, body["message"], [respond](std::error_code ec) {
+                        if (ec) return respond(http_response::error(detail::status_of(ec), ec.message()));
+                        respond(http_response::json(202, {{"ok", true}}));
+                    });
+                }
+                return fail(404, "no such route: " + req.path);
             }
             if (seg.size() == 5 && seg[3] == "keys") {
                 const std::string key = seg[4];

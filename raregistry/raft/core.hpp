@@ -1,7 +1,8 @@
 #pragma once
 // raft::core — one Raft peer as a pure, deterministic state machine.
 //
-// Inputs:  step(message), tick(), propose(bytes), read_index(request), transfer_leader(to).
+// Inputs:  step(message), tick(), propose(bytes), read_index(request), transfer_leader(to),
+//          propose_conf_change(next), force_leader(survivors, ...).
 // Output:  a `ready` batch the driver (raft::node) carries out: persist the hard state,
 //          entries and snapshot; send the messages; apply what to_apply() returns.
 // No sockets, files, clocks or threads; randomness only from the seed in core_config.
@@ -17,6 +18,7 @@
 
 #include <raregistry/detail/assert.hpp>
 #include <raregistry/detail/random.hpp>
+#include <raregistry/raft/configuration.hpp>
 #include <raregistry/raft/log.hpp>
 #include <raregistry/raft/types.hpp>
 
@@ -87,7 +89,7 @@ public:
           log_(std::move(st)) {
         RR_ASSERT(cfg_.id != no_node);
         RR_ASSERT(cfg_.election_ticks > cfg_.heartbeat_ticks && cfg_.heartbeat_ticks > 0);
-        conf_ = log_.snap().meta.conf;
+        refresh_conf();
         prev_hs_ = hard_state{term_, vote_, log_.committed()};
         become_follower(term_, no_node);
     }
@@ -99,7 +101,10 @@ public:
     role state() const noexcept { return role_; }
     bool is_leader() const noexcept { return role_ == role::leader; }
     node_id leader() const noexcept { return leader_; }
+    /// The latest configuration in the log (committed or not): the one this peer uses.
     const configuration& conf() const noexcept { return conf_; }
+    /// The index of the config entry conf() comes from (the snapshot's index if none).
+    index_t conf_index() const noexcept { return conf_index_; }
     const replicated_log& log() const noexcept { return log_; }
     const core_config& config() const noexcept { return cfg_; }
     /// The leader's view of each member (empty unless leader).
@@ -165,9 +170,60 @@ public:
     }
     node_id transferee() const noexcept { return transferee_; }
 
+    /// Whether the leader may start the change to `next` now (conf_refusal::none if so).
+    conf_refusal check_conf_change(const configuration& next) const {
+        if (role_ != role::leader) return conf_refusal::not_leader;
+        if (transferee_ != no_node) return conf_refusal::transferring;
+        if (!committed_in_term()) return conf_refusal::not_committed_in_term;
+        if (conf_index_ > log_.committed()) return conf_refusal::change_pending;
+        return check_single_change(conf_, next);
+    }
+
+    /// Appends a config entry holding the whole next configuration (one voter added or
+    /// removed at a time; learners freely). Returns its index, or 0 when check_conf_change
+    /// refuses. The configuration takes effect at once; it is safe once committed.
+    index_t propose_conf_change(configuration next) {
+        if (check_conf_change(next) != conf_refusal::none) return 0;
+        next.forced = false;
+        next = with_removed(conf_, std::move(next));
+        index_t i = log_.last_index() + 1;
+        log_.append_new(entry{term_, i, entry_type::config, encode_configuration(next)});
+        adopt_conf(std::move(next), i);
+        need_broadcast_ = true;
+        return i;
+    }
+
+    /// Recovery after a quorum is lost for good (unsafe by nature): this peer becomes leader
+    /// of `survivors`, at a term above `term_floor` (every survivor's term), without an
+    /// election. It keeps its own log — pick the survivor with the most up-to-date one — and
+    /// appends a forced config entry; survivors adopt its log, losing anything only they held
+    /// past `commit_floor` (the highest commit index among them, which its log contains).
+    /// Nothing is sent before the new term and entry are durable.
+    void force_leader(configuration survivors, term_t term_floor, index_t commit_floor) {
+        RR_ASSERT(survivors.is_voter(cfg_.id));
+        reset(std::max(term_, term_floor) + 1);
+        vote_ = cfg_.id;
+        role_ = role::leader;
+        leader_ = cfg_.id;
+        hold_messages_ = true;
+        log_.commit_to(std::min(commit_floor, log_.last_index()));
+        survivors.forced = true;
+        survivors = with_removed(conf_, std::move(survivors));
+        index_t i = log_.last_index() + 1;
+        log_.append_new(entry{term_, i, entry_type::config, encode_configuration(survivors)});
+        adopt_conf(std::move(survivors), i);
+        self_progress().recent_active = true;
+        need_broadcast_ = true;
+    }
+
     /// Handles one message from a peer.
     void step(message m) {
         if (m.from == cfg_.id || m.to != cfg_.id || m.type == message_type::app) return;
+        // A removed member cannot disrupt us; only a leader we follow in this term is heard
+        // out (it removed itself, and leads until the change commits, then hands over).
+        if (conf_.is_removed(m.from) && !(m.from == leader_ && m.term == term_)) return;
+        // A removed (or never added) server cannot disrupt: its vote requests are ignored.
+        if ((m.type == message_type::pre_vote || m.type == message_type::vote) && !conf_.is_voter(m.from)) return;
         if (!handle_term(m)) return;
         switch (m.type) {
             case message_type::pre_vote:
@@ -192,6 +248,9 @@ public:
 
     /// Collects everything the driver must do now. Call persisted() when it is durable.
     ready take_ready() {
+        // Membership housekeeping happens here, never inside a step that holds progress refs.
+        prune_progress();
+        maybe_step_down_removed();
         flush_leader();
         ready r;
         auto unstable = log_.unstable();
@@ -216,6 +275,7 @@ public:
     /// The driver made `r`'s hard state, entries and snapshot durable.
     void persisted(const ready& r) {
         if (!r.entries.empty()) log_.stable_to(r.entries.back().index, r.entries.back().term);
+        if (hold_messages_ && r.needs_persist()) hold_messages_ = false;
         if (role_ == role::leader) {
             self_progress().match = log_.stable();
             maybe_commit();
@@ -234,7 +294,7 @@ public:
         snapshot s;
         s.meta.index = index;
         s.meta.term = *log_.term(index);
-        s.meta.conf = conf_;
+        s.meta.conf = conf_at(index);
         s.data = std::move(data);
         log_.compact(std::move(s));
     }
@@ -472,7 +532,11 @@ private:
             r.log_index = log_.committed();
         } else if (log_.matches(m.log_index, m.log_term)) {
             index_t last_new = m.log_index + m.entries.size();
+            const bool conf_touched = std::any_of(m.entries.begin(), m.entries.end(), [&](const entry& e) {
+                return e.type == entry_type::config || e.index <= conf_index_;
+            });
             log_.append_from_leader(std::move(m.entries));
+            if (conf_touched) refresh_conf();
             log_.commit_to(std::min(m.commit, last_new));
             r.log_index = last_new;
         } else {
@@ -533,8 +597,8 @@ private:
         if (log_.matches(s.meta.index, s.meta.term)) {
             log_.commit_to(s.meta.index);  // we already hold the entries it stands for
         } else {
-            conf_ = s.meta.conf;
             log_.restore(s);
+            refresh_conf();
             pending_snapshot_ = std::move(s);
         }
         send(std::move(r));
@@ -733,7 +797,7 @@ private:
         if (candidate <= log_.committed() || log_.term(candidate) != term_) return;
         bool first_in_term = !committed_in_term();
         log_.commit_to(candidate);
-        need_broadcast_ = true;
+        need_broadcast_ = true;  // take_ready also prunes removed members' progress then
         if (first_in_term) {
             auto waiting = std::move(reads_waiting_commit_);
             reads_waiting_commit_.clear();
@@ -755,7 +819,7 @@ private:
             reads_waiting_commit_.push_back({request, from});
             return;
         }
-        if (conf_.voters.size() == 1) return answer_read(log_.committed(), request, from);
+        if (conf_.voters.size() == 1 && conf_.is_voter(cfg_.id)) return answer_read(log_.committed(), request, from);
         pending_reads_.push_back({++read_seq_, log_.committed(), request, from});
         need_read_round_ = true;
     }
@@ -824,6 +888,65 @@ private:
         forwarded_reads_.clear();
     }
 
+    // ---- membership (Raft dissertation §4) -----------------------------------------------
+
+    /// The configuration of the latest config entry at or before `index` (or the snapshot's).
+    configuration conf_at(index_t index) const {
+        for (index_t i = std::min(index, log_.last_index()); i >= log_.first_index(); --i) {
+            const entry& e = log_.at(i);
+            if (e.type != entry_type::config) continue;
+            if (auto c = decode_configuration_exactly(e.data)) return *c;
+        }
+        return log_.snap().meta.conf;
+    }
+
+    /// Recomputes conf() from the log after it changed below the current config entry.
+    void refresh_conf() {
+        for (index_t i = log_.last_index(); i >= log_.first_index(); --i) {
+            const entry& e = log_.at(i);
+            if (e.type != entry_type::config) continue;
+            auto c = decode_configuration_exactly(e.data);
+            RR_ASSERT(c.has_value());  // config entries are made by leaders, checked on the wire
+            return adopt_conf(std::move(*c), i);
+        }
+        adopt_conf(log_.snap().meta.conf, log_.snap().meta.index);
+    }
+
+    /// Switches to `c` (the configuration of the config entry at `index`).
+    void adopt_conf(configuration c, index_t index) {
+        conf_ = std::move(c);
+        conf_index_ = index;
+        if (role_ == role::leader) {
+            for (node_id id : conf_.voters)
+                if (!find_progress(id)) add_progress(id);
+            for (node_id id : conf_.learners)
+                if (!find_progress(id)) add_progress(id);
+            prune_progress();
+            if (transferee_ != no_node && !conf_.is_voter(transferee_)) transferee_ = no_node;
+            maybe_commit();
+        } else if (!promotable() && role_ != role::follower) {
+            become_follower(term_, no_node);
+        }
+    }
+
+    /// Once the configuration is committed, the leader stops replicating to removed members
+    /// (until then they get the entry that removes them). It keeps its own progress while it
+    /// leads, even once removed (§4.2.2).
+    void prune_progress() {
+        if (role_ != role::leader || conf_index_ > log_.committed()) return;
+        std::erase_if(prs_, [&](const progress& pr) { return pr.id != cfg_.id && !conf_.contains(pr.id); });
+    }
+
+    /// A leader that is not a voter of its committed configuration hands over and steps down.
+    void maybe_step_down_removed() {
+        if (role_ != role::leader || conf_.is_voter(cfg_.id) || conf_index_ > log_.committed()) return;
+        const progress* best = nullptr;
+        for (const auto& pr : prs_)
+            if (pr.id != cfg_.id && conf_.is_voter(pr.id) && (!best || pr.match > best->match)) best = &pr;
+        if (best && best->match == log_.last_index()) send_timeout_now(best->id);
+        become_follower(term_, no_node);
+    }
+
     // ---- helpers ------------------------------------------------------------------------
 
     message make(message_type t, node_id to) const {
@@ -837,7 +960,7 @@ private:
 
     /// Routes a message: a leader's replication traffic goes now, the rest after persist.
     void send(message m) {
-        bool now = role_ == role::leader &&
+        bool now = role_ == role::leader && !hold_messages_ &&
                    (m.type == message_type::append || m.type == message_type::heartbeat ||
                     m.type == message_type::snapshot || m.type == message_type::timeout_now ||
                     m.type == message_type::read_index_resp);
@@ -881,6 +1004,8 @@ private:
     role role_ = role::follower;
     node_id leader_ = no_node;
     configuration conf_;
+    index_t conf_index_ = 0;
+    bool hold_messages_ = false;  ///< force_leader: nothing leaves before the new term is durable
     hard_state prev_hs_;
     int election_elapsed_ = 0;
     int heartbeat_elapsed_ = 0;

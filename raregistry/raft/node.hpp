@@ -51,6 +51,9 @@ public:
         std::function<void(const entry&)> on_apply;
         /// Every message received, before the core sees it (liveness tracking).
         std::function<void(const message&)> on_message;
+        /// The configuration this peer uses changed (a config entry appended, truncated away,
+        /// or a snapshot installed): reach the new members.
+        std::function<void(const configuration&)> on_conf_change;
     };
     /// Receiver of `message_type::app` messages: the layer above Raft (forwarding, liveness).
     using app_handler = std::function<void(message)>;
@@ -68,6 +71,7 @@ public:
         if (st.snap.meta.index > 0) sm_.restore(*st.snap.data);
         sm_applied_ = st.snap.meta.index;
         core_.emplace(opts_.raft, std::move(st));
+        check_conf();
         transport_.on_receive([this](message m) {
             if (stopped_) return;
             if (opts_.on_message) opts_.on_message(m);
@@ -76,6 +80,7 @@ public:
                 return;
             }
             core_->step(std::move(m));
+            check_conf();
             kick();
         });
         schedule_tick();
@@ -104,18 +109,36 @@ public:
         if (stopped_) return post_error(std::move(h), errc::shutting_down);
         index_t i = core_->propose(std::move(data));
         if (i == 0) return post_error(std::move(h), errc::not_leader);
-        // Proposals from an earlier leadership at or past this index lost their place in our
-        // log (another leader's entries replaced them, though they may still commit through
-        // another node): their outcome is unknown. The queue stays ordered by index; their
-        // handlers run after the new proposal is queued, so they may propose again.
-        std::vector<proposal> superseded;
-        while (!proposals_.empty() && proposals_.back().index >= i) {
-            superseded.push_back(std::move(proposals_.back()));
-            proposals_.pop_back();
+        enqueue(i, std::move(h));
+    }
+
+    /// Proposes the membership change to `next` (one voter at a time, see
+    /// core::check_conf_change). `h` runs once: success when the entry is applied here;
+    /// not_leader, change_in_progress (a change or transfer is pending, or the leader has not
+    /// committed in its term yet: retry), invalid_argument (not a single change), dropped,
+    /// outcome_unknown or shutting_down.
+    void propose_conf_change(configuration next, propose_handler h) {
+        if (stopped_) return post_error(std::move(h), errc::shutting_down);
+        switch (core_->check_conf_change(next)) {
+            case conf_refusal::none: break;
+            case conf_refusal::not_leader: return post_error(std::move(h), errc::not_leader);
+            case conf_refusal::transferring:
+            case conf_refusal::not_committed_in_term:
+            case conf_refusal::change_pending: return post_error(std::move(h), errc::change_in_progress);
+            case conf_refusal::not_single_change:
+            case conf_refusal::no_voters: return post_error(std::move(h), errc::invalid_argument);
         }
-        proposals_.push_back({i, core_->term(), std::move(h)});
+        index_t i = core_->propose_conf_change(std::move(next));
+        RR_ASSERT(i != 0);
+        enqueue(i, std::move(h));
+    }
+
+    /// Quorum-loss recovery (see core::force_leader): this node leads `survivors` at once.
+    void force_leader(configuration survivors, term_t term_floor, index_t commit_floor) {
+        if (stopped_) return;
+        core_->force_leader(std::move(survivors), term_floor, commit_floor);
+        check_conf();
         kick();
-        for (auto& p : superseded) p.handler(errc::outcome_unknown, result_type{});
     }
 
     /// Waits until a linearizable read is safe on this node (ReadIndex, §6.4).
@@ -171,6 +194,30 @@ private:
         propose_handler handler;
     };
 
+    /// Queues the handler of the entry just appended at `i`.
+    void enqueue(index_t i, propose_handler h) {
+        // Proposals from an earlier leadership at or past this index lost their place in our
+        // log (another leader's entries replaced them, though they may still commit through
+        // another node): their outcome is unknown. The queue stays ordered by index; their
+        // handlers run after the new proposal is queued, so they may propose again.
+        std::vector<proposal> superseded;
+        while (!proposals_.empty() && proposals_.back().index >= i) {
+            superseded.push_back(std::move(proposals_.back()));
+            proposals_.pop_back();
+        }
+        proposals_.push_back({i, core_->term(), std::move(h)});
+        check_conf();
+        kick();
+        for (auto& p : superseded) p.handler(errc::outcome_unknown, result_type{});
+    }
+
+    /// Tells on_conf_change when the core switched configurations.
+    void check_conf() {
+        if (!core_ || core_->conf() == reported_conf_) return;
+        reported_conf_ = core_->conf();
+        if (opts_.on_conf_change) opts_.on_conf_change(reported_conf_);
+    }
+
     void post_error(propose_handler h, errc e) {
         transport_.post([h = std::move(h), e] { h(e, result_type{}); });
     }
@@ -215,6 +262,7 @@ private:
 
     void finish(ready r) {
         core_->persisted(r);
+        check_conf();
         if (r.snap) {
             sm_.restore(*r.snap->data);
             sm_applied_ = r.snap->meta.index;
@@ -234,13 +282,8 @@ private:
         for (index_t i = first; i <= last && !stopped_; ++i) {
             const entry& e = core_->log().at(i);
             if (opts_.on_apply) opts_.on_apply(e);
-            if (e.type != entry_type::normal) {
-                core_->applied_to(i);
-                sm_applied_ = i;
-                continue;
-            }
             const term_t term = e.term;
-            result_type result = sm_.apply(e);
+            result_type result = e.type == entry_type::normal ? sm_.apply(e) : result_type{};
             core_->applied_to(i);
             sm_applied_ = i;
             while (!proposals_.empty() && proposals_.front().index < i) {
@@ -319,6 +362,7 @@ private:
     std::unordered_map<std::uint64_t, read_handler> read_requests_;
     std::multimap<index_t, read_handler> read_waiters_;
     app_handler app_;
+    configuration reported_conf_;
 };
 
 }  // namespace raregistry::raft

@@ -10,6 +10,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace raregistry::raft {
@@ -49,6 +50,17 @@ struct entry {
 struct configuration {
     std::vector<node_id> voters;
     std::vector<node_id> learners;
+    /// How the layer above reaches each member (for the registry: "name=host:port"). Opaque
+    /// to Raft; it travels with the configuration so that every member can reach new ones.
+    /// Sorted by id, one per member at most (set_address keeps it so).
+    std::vector<std::pair<node_id, std::string>> addresses;
+    /// Set on a configuration installed by force_leader after a quorum was lost: its entry in
+    /// the log is the record that entries may have been lost there.
+    bool forced = false;
+    /// Members of earlier configurations that are not members now: every message from them
+    /// is ignored, so a removed server (or one of the old configuration after force_leader)
+    /// cannot disrupt the cluster. Adding a member back takes it off this list.
+    std::vector<node_id> removed;
 
     bool is_voter(node_id id) const noexcept {
         return std::find(voters.begin(), voters.end(), id) != voters.end();
@@ -57,6 +69,24 @@ struct configuration {
         return std::find(learners.begin(), learners.end(), id) != learners.end();
     }
     bool contains(node_id id) const noexcept { return is_voter(id) || is_learner(id); }
+    bool is_removed(node_id id) const noexcept {
+        return std::find(removed.begin(), removed.end(), id) != removed.end();
+    }
+    /// The address of member `id`, or null.
+    const std::string* address(node_id id) const noexcept {
+        auto it = std::lower_bound(addresses.begin(), addresses.end(), id,
+                                   [](const auto& a, node_id v) { return a.first < v; });
+        return it != addresses.end() && it->first == id ? &it->second : nullptr;
+    }
+    void set_address(node_id id, std::string address) {
+        auto it = std::lower_bound(addresses.begin(), addresses.end(), id,
+                                   [](const auto& a, node_id v) { return a.first < v; });
+        if (it != addresses.end() && it->first == id) it->second = std::move(address);
+        else addresses.insert(it, {id, std::move(address)});
+    }
+    void erase_address(node_id id) {
+        std::erase_if(addresses, [id](const auto& a) { return a.first == id; });
+    }
     std::size_t quorum() const noexcept { return voters.size() / 2 + 1; }
 
     friend bool operator==(const configuration&, const configuration&) = default;

@@ -31,6 +31,7 @@
 #include <raregistry/detail/assert.hpp>
 #include <raregistry/detail/crc32c.hpp>
 #include <raregistry/error.hpp>
+#include <raregistry/raft/configuration.hpp>
 #include <raregistry/raft/types.hpp>
 
 #include <nlohmann/json.hpp>
@@ -385,14 +386,13 @@ private:
     }
 
     void write_snapshot(const raft::snapshot& s, std::uint64_t generation) {
-        std::string out = "RRSNAP01";
+        std::string out = "RRSNAP02";
         put64(out, generation);
         put64(out, s.meta.index);
         put64(out, s.meta.term);
-        put64(out, s.meta.conf.voters.size());
-        for (auto v : s.meta.conf.voters) put64(out, v);
-        put64(out, s.meta.conf.learners.size());
-        for (auto v : s.meta.conf.learners) put64(out, v);
+        const std::string conf = raft::encode_configuration(s.meta.conf);
+        put64(out, conf.size());
+        out += conf;
         put64(out, s.data->size());
         out += *s.data;
         char crc[4];
@@ -456,7 +456,7 @@ private:
 
     void decode_snapshot(const std::string& b, const std::filesystem::path& p) {
         auto bad = [&](std::size_t off, const char* why) { fail(errc::corrupt_data, where(p, off) + ": " + why); };
-        if (b.size() < 8 + 8 * 6 + 4 || b.compare(0, 8, "RRSNAP01") != 0) bad(0, "not a snapshot file");
+        if (b.size() < 8 + 8 * 6 + 4 || b.compare(0, 8, "RRSNAP02") != 0) bad(0, "not a snapshot file");
         if (load32(&b[b.size() - 4]) != detail::crc32c(b.data(), b.size() - 4)) bad(b.size() - 4, "snapshot fails its checksum");
         std::size_t off = 8;
         std::size_t end = b.size() - 4;
@@ -469,16 +469,14 @@ private:
         generation_ = next();
         state_.snap.meta.index = next();
         state_.snap.meta.term = next();
-        raft::configuration conf;
-        std::uint64_t nv = next();
-        if (nv > 1024) bad(off, "implausible voter count");
-        for (std::uint64_t i = 0; i < nv; ++i) conf.voters.push_back(next());
-        std::uint64_t nl = next();
-        if (nl > 1024) bad(off, "implausible learner count");
-        for (std::uint64_t i = 0; i < nl; ++i) conf.learners.push_back(next());
+        std::uint64_t conf_bytes = next();
+        if (conf_bytes > end - off) bad(off, "snapshot configuration cut short");
+        auto conf = raft::decode_configuration_exactly(std::string_view(b).substr(off, conf_bytes));
+        if (!conf) bad(off, "malformed snapshot configuration");
+        off += conf_bytes;
         std::uint64_t n = next();
         if (n != end - off) bad(off, "snapshot image length does not match the file");
-        state_.snap.meta.conf = std::move(conf);
+        state_.snap.meta.conf = std::move(*conf);
         state_.snap.data = std::make_shared<const std::string>(b.substr(off, n));
         snap_index_ = state_.snap.meta.index;
     }

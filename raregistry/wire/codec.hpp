@@ -11,6 +11,7 @@
 // Pure functions; thread-safe.
 
 #include <raregistry/error.hpp>
+#include <raregistry/raft/configuration.hpp>
 #include <raregistry/raft/types.hpp>
 
 #include <cstdint>
@@ -115,19 +116,13 @@ private:
     bool ok_ = true;
 };
 
-inline void put_conf(writer& w, const raft::configuration& c) {
-    w.u32(static_cast<std::uint32_t>(c.voters.size()));
-    for (auto v : c.voters) w.u64(v);
-    w.u32(static_cast<std::uint32_t>(c.learners.size()));
-    for (auto v : c.learners) w.u64(v);
-}
+inline void put_conf(writer& w, const raft::configuration& c) { w.bytes(raft::encode_configuration(c)); }
 inline raft::configuration get_conf(reader& r) {
-    raft::configuration c;
-    std::uint32_t nv = r.count(8);
-    for (std::uint32_t i = 0; i < nv; ++i) c.voters.push_back(r.u64());
-    std::uint32_t nl = r.count(8);
-    for (std::uint32_t i = 0; i < nl; ++i) c.learners.push_back(r.u64());
-    return c;
+    std::string bytes = r.bytes();
+    if (!r.ok()) return {};
+    auto c = raft::decode_configuration_exactly(bytes);
+    if (!c) r.fail();
+    return c ? std::move(*c) : raft::configuration{};
 }
 
 }  // namespace detail

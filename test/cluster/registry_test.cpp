@@ -175,3 +175,105 @@ TEST_CASE("raregistryd: registry over HTTP from every node, node death frees nam
         CHECK(WEXITSTATUS(status) == 0);
     }
 }
+
+namespace {
+
+http_reply post(cluster& c, int i, const std::string& target, const json& body) {
+    return http(c.http_port(i), "POST", target, body.dump(), token);
+}
+
+}  // namespace
+
+TEST_CASE("raregistryd: named servers started once cluster-wide and called by name from every node") {
+    cluster c;
+    REQUIRE_MESSAGE(wait_for([&] { return c.healthy(0) && c.healthy(1) && c.healthy(2); }), c.logs());
+
+    // start_named on n1; already_started with the same pid from every node
+    auto r = post(c, 0, "/v1/registries/reg/servers/user_123", {{"args", {{"name", "Ada"}}}});
+    REQUIRE_MESSAGE(r.status == 200, r.body);
+    const std::string pid = json::parse(r.body)["pid"];
+    CHECK(pid.rfind("n1.", 0) == 0);
+    for (int i = 0; i < 3; ++i) {
+        r = post(c, i, "/v1/registries/reg/servers/user_123", {{"args", {{"name", "Other"}}}});
+        CHECK(r.status == 409);
+        CHECK(json::parse(r.body)["pid"] == pid);
+    }
+
+    // calls by name from every node reach the one server; its state is shared
+    r = post(c, 2, "/v1/registries/reg/servers/user_123/call", {{"request", {{"set", {{"name", "Grace"}}}}}});
+    REQUIRE_MESSAGE(r.status == 200, r.body);
+    for (int i = 0; i < 3; ++i) {
+        r = post(c, i, "/v1/registries/reg/servers/user_123/call", {{"request", {{"get", "name"}}}});
+        REQUIRE(r.status == 200);
+        CHECK(json::parse(r.body)["reply"] == "Grace");
+    }
+    r = post(c, 1, "/v1/registries/reg/servers/user_123/cast", {{"message", {{"set", {{"lang", "C++"}}}}}});
+    CHECK(r.status == 202);
+    CHECK(wait_for([&] {
+        auto a = post(c, 2, "/v1/registries/reg/servers/user_123/call", {{"request", {{"get", "lang"}}}});
+        return a.status == 200 && json::parse(a.body)["reply"] == "C++";
+    }));
+
+    // a name nobody holds: noproc (404); bad bodies: 400; duplicate registries refuse :via (400)
+    CHECK(post(c, 0, "/v1/registries/reg/servers/nobody/call", {{"request", 1}}).status == 404);
+    CHECK(post(c, 0, "/v1/registries/reg/servers/nobody/cast", {{"message", 1}}).status == 404);
+    CHECK(post(c, 0, "/v1/registries/reg/servers/user_123/call", {{"nothing", 1}}).status == 400);
+    CHECK(post(c, 0, "/v1/registries/reg/servers/x", {{"args", 5}}).status == 400);
+    CHECK(post(c, 0, "/v1/registries/pubsub/servers/x", json::object()).status == 400);
+    CHECK(http(c.http_port(0), "POST", "/v1/registries/reg/servers/x", "{}").status == 401);
+    CHECK(http(c.http_port(0), "GET", "/v1/registries/reg/servers/x").status == 405);
+
+    // a server that crashes exits with its reason; its name is freed through the log
+    r = post(c, 1, "/v1/registries/reg/servers/fragile", json::object());
+    REQUIRE(r.status == 200);
+    post(c, 0, "/v1/registries/reg/servers/fragile/call", {{"request", {{"crash", "boom"}}}});
+    CHECK(wait_for([&] {
+        auto o = c.owners(2, "fragile");
+        return o && o->empty();
+    }));
+
+    // SIGKILL of the owner's node frees the name; a new server starts on n2, callable from n3
+    c.procs[0]->stop(SIGKILL);
+    REQUIRE_MESSAGE(wait_for([&] {
+        auto o = c.owners(1, "user_123");
+        return o && o->empty();
+    }, std::chrono::seconds(15)), c.logs());
+    r = post(c, 1, "/v1/registries/reg/servers/user_123", {{"args", {{"name", "Ada"}}}});
+    REQUIRE_MESSAGE(r.status == 200, r.body);
+    const std::string second = json::parse(r.body)["pid"];
+    CHECK(second.rfind("n2.", 0) == 0);
+    r = post(c, 2, "/v1/registries/reg/servers/user_123/call", {{"request", {{"get", "name"}}}});
+    REQUIRE(r.status == 200);
+    CHECK(json::parse(r.body)["reply"] == "Ada");
+
+    // n1 rejoins in a new epoch and reaches the server on n2
+    c.start(0);
+    REQUIRE(wait_for([&] { return c.healthy(0); }));
+    r = post(c, 0, "/v1/registries/reg/servers/user_123/call", {{"request", {{"get", "name"}}}});
+    REQUIRE(r.status == 200);
+    CHECK(json::parse(r.body)["reply"] == "Ada");
+}
+
+TEST_CASE("raregistryd: the dashboard loads in headless Chromium and shows the leader") {
+    const char* browser = nullptr;
+    for (const char* b : {"/usr/bin/chromium", "/usr/bin/chromium-browser"})
+        if (::access(b, X_OK) == 0) browser = b;
+    REQUIRE_MESSAGE(browser != nullptr, "Chromium is missing: tools/dev test installs Debian's chromium");
+    cluster c;
+    REQUIRE_MESSAGE(wait_for([&] { return c.healthy(0) && c.healthy(1) && c.healthy(2); }), c.logs());
+    const std::string leader = c.status(1)["leader"];
+    const fs::path profile = c.root / "chromium-profile", dom = c.root / "dom.html";
+    const std::string cmd = std::string(browser) +
+                            " --headless --no-sandbox --disable-gpu --disable-quic --no-first-run"
+                            " --disable-background-networking --disable-component-update --disable-sync"
+                            " --user-data-dir=" + profile.string() +
+                            " --virtual-time-budget=3000 --dump-dom http://127.0.0.1:" +
+                            std::to_string(c.http_port(1)) + "/ > " + dom.string() + " 2>/dev/null";
+    REQUIRE(std::system(cmd.c_str()) == 0);
+    std::ifstream in(dom);
+    const std::string page(std::istreambuf_iterator<char>(in), {});
+    // The script replaced the placeholders with the node's status.
+    CHECK_MESSAGE(page.find("leader: " + leader) != std::string::npos, page);
+    CHECK(page.find("<span id=\"id\">n2</span>") != std::string::npos);
+    CHECK(page.find("connecting...") == std::string::npos);
+}

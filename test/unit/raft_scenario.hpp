@@ -73,7 +73,7 @@ public:
             auto ents = c.to_apply();
             if (!ents.empty()) {
                 for (auto& e : ents)
-                    if (!e.data.empty()) applied_[id].push_back(e.data);
+                    if (e.type == entry_type::normal && !e.data.empty()) applied_[id].push_back(e.data);
                 c.applied_to(ents.back().index);
             }
         }
@@ -180,6 +180,22 @@ public:
     }
     void restart(node_id id) {
         if (!alive(id)) boot(id);
+    }
+    /// A brand-new server with an empty disk and no configuration (it waits to be added).
+    void add_blank(node_id id) {
+        disks_[id] = disk{};
+        boot(id);
+    }
+    /// The leader `id` proposes the change to `next`; its index (0 if refused).
+    index_t change(node_id id, configuration next) {
+        index_t i = peers_.at(id).propose_conf_change(std::move(next));
+        flush(id);
+        return i;
+    }
+    /// Crashes `id` and forgets its disk: it is gone for good.
+    void destroy(node_id id) {
+        crash(id);
+        disks_.erase(id);
     }
 
     void cut(node_id from, node_id to) { cut_.insert({from, to}); }

@@ -231,7 +231,7 @@ TEST_CASE("a damaged hard state or snapshot file refuses start-up") {
         s.save_hard_state({2, 1, 3});
         s.sync([] {});
         raft::snapshot snap;
-        snap.meta = {2, 1, {{1, 2, 3}, {}}};
+        snap.meta = {2, 1, {{1, 2, 3}, {}, {}, false, {}}};
         snap.data = std::make_shared<const std::string>("image");
         s.save_snapshot(snap);
     }
@@ -285,7 +285,7 @@ TEST_CASE("a crash between the steps of replacing the hard state or a snapshot l
         CAPTURE(step);
         temp_dir d;
         raft::snapshot first;
-        first.meta = {5, 1, {{1, 2, 3}, {}}};
+        first.meta = {5, 1, {{1, 2, 3}, {}, {}, false, {}}};
         first.data = std::make_shared<const std::string>("first");
         {
             storage::file s(opts(d.path));
@@ -320,7 +320,7 @@ TEST_CASE("compaction deletes whole segments below the snapshot, and a restart a
         for (raft::index_t i = 1; i <= 200; i += 10) write_entries(s, i, i + 9, 1);
         CHECK(segments(d.path).size() > 5);
         raft::snapshot snap;
-        snap.meta = {150, 1, {{1, 2, 3}, {}}};
+        snap.meta = {150, 1, {{1, 2, 3}, {}, {}, false, {}}};
         snap.data = std::make_shared<const std::string>("image at 150");
         auto before = segments(d.path).size();
         s.save_snapshot(snap);
@@ -342,7 +342,7 @@ TEST_CASE("installing a snapshot replaces the log, even if the old segments surv
         auto old_segment = segments(d.path).back();
         fs::copy_file(old_segment, d.path / "saved.bin");
         raft::snapshot snap;
-        snap.meta = {100, 4, {{1, 2, 3}, {}}};
+        snap.meta = {100, 4, {{1, 2, 3}, {}, {}, false, {}}};
         snap.data = std::make_shared<const std::string>("leader's image");
         s.reset_to_snapshot(snap);
         write_entries(s, 101, 105, 4);
@@ -366,7 +366,7 @@ TEST_CASE("stale entries past a snapshot, replaced before it was taken, do not c
         write_entries(s, 1, 130, 1);   // 121..130 will turn out stale
         write_entries(s, 110, 120, 2);  // a new leader rewrites from 110; the log ends at 120
         raft::snapshot snap;
-        snap.meta = {120, 2, {{1, 2, 3}, {}}};
+        snap.meta = {120, 2, {{1, 2, 3}, {}, {}, false, {}}};
         snap.data = std::make_shared<const std::string>("image");
         s.save_snapshot(snap);
     }
