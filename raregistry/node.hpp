@@ -12,14 +12,17 @@
 //   reg.async_register("key", json("value"), [](std::error_code ec, rr::registry::pid owner) { ... });
 //   io.run();
 //
-// Layout of the data directory: raft/ (the write-ahead log, hard state and snapshots) and
+// Layout of the data directory: raft/ (the write-ahead log, hard state and snapshots),
 // EPOCH (the node's life counter: every start takes the next one, written and fsynced
-// before the node talks to anyone).
+// before the node talks to anyone) and, once the cluster told the node it was removed,
+// REMOVED (the node then refuses to start with this data).
 //
 // Thread safety: a node belongs to its io_context; run that io_context on one thread. The
 // registry handles' async_ operations may be started from any thread.
 
 #include <raregistry/error.hpp>
+#include <raregistry/recovery/force_leader.hpp>
+#include <raregistry/recovery/membership.hpp>
 #include <raregistry/registry/registry.hpp>
 #include <raregistry/registry/replica.hpp>
 #include <raregistry/storage/file.hpp>
@@ -52,7 +55,17 @@ using registry::keys;
 struct node_config {
     std::string id;                                        ///< this node's name, e.g. "n1"
     std::string listen;                                    ///< cluster traffic, e.g. "127.0.0.1:7001"
-    std::vector<std::pair<std::string, std::string>> peers;  ///< every member: {name, host:port}
+    /// Every member of a new cluster: {name, host:port}, this node included. Leave it empty
+    /// to join a running cluster through `join` instead.
+    std::vector<std::pair<std::string, std::string>> peers;
+    /// Members of a running cluster to join through (recovery/membership.hpp); used when
+    /// `peers` is empty.
+    std::vector<std::pair<std::string, std::string>> join;
+    std::chrono::milliseconds wait_for_nodes_min{0};      ///< joining: random wait before asking
+    std::chrono::milliseconds wait_for_nodes_max{1000};
+    std::chrono::milliseconds auto_remove_after{0};       ///< leader removes silent voters; 0 = never
+    std::size_t min_voters = 3;                           ///< automatic removal stops here
+    std::chrono::milliseconds auto_force_after{0};        ///< force-leader by itself; 0 = never (default)
     std::string data_dir;                                  ///< created if missing
     std::string tls_dir;      ///< ca.pem, <id>.pem, <id>.key (tools/make-certs makes them)
     bool insecure = false;    ///< plaintext instead of TLS: development only
@@ -98,6 +111,10 @@ public:
     /// listen address cannot be bound.
     void start() {
         std::filesystem::create_directories(cfg_.data_dir);
+        if (std::filesystem::exists(removed_path()))
+            throw std::system_error(make_error_code(errc::not_member),
+                                    cfg_.id + " was removed from its cluster (" + removed_path().string() +
+                                        "); wipe " + cfg_.data_dir + " and add the node again as a new member");
         epoch_ = next_epoch();
         transport::tcp_options t;
         t.cluster_id = cfg_.cluster_id;
@@ -108,6 +125,10 @@ public:
         for (auto& [name, addr] : cfg_.peers) {
             auto hp = *split_host_port(addr);
             t.peers.push_back({name, hp.first, hp.second});
+        }
+        for (auto& [name, addr] : cfg_.join) {
+            auto hp = *split_host_port(addr);
+            t.seeds.push_back({name, hp.first, hp.second});
         }
         t.insecure = cfg_.insecure;
         if (!cfg_.insecure)
@@ -120,27 +141,60 @@ public:
         so.dir = std::filesystem::path(cfg_.data_dir) / "raft";
         so.cluster_id = cfg_.cluster_id;
         so.node_name = cfg_.id;
-        for (auto& [name, _] : cfg_.peers) so.initial.voters.push_back(raft::node_id_of(name));
+        for (auto& [name, addr] : cfg_.peers) {
+            so.initial.voters.push_back(raft::node_id_of(name));
+            so.initial.set_address(raft::node_id_of(name), replica_type::member_address(name, addr));
+        }
         disk_.emplace(so);
 
         registry::replica_options ro;
         ro.name = cfg_.id;
         ro.epoch = epoch_;
         for (auto& [name, _] : cfg_.peers) ro.members.push_back(name);
+        for (auto& [name, _] : cfg_.join) ro.members.push_back(name);
         ro.tick = cfg_.tick;
         ro.node_down_after = cfg_.node_down_after;
         ro.fence_after = cfg_.fence_after;
         ro.log = cfg_.log;
+        ro.on_removed = [this] {
+            std::ofstream(removed_path()) << "removed from the cluster; wipe this directory to add the node again\n";
+        };
         ro.on_new_epoch = [this](std::uint64_t e) {
             epoch_ = e;
             write_epoch(e);
         };
         rep_.emplace(*net_, *disk_, ro);
+        recovery::membership_options mo;
+        mo.self_address = cfg_.listen;
+        if (cfg_.peers.empty()) mo.seeds = cfg_.join;
+        mo.wait_for_nodes_min = cfg_.wait_for_nodes_min;
+        mo.wait_for_nodes_max = cfg_.wait_for_nodes_max;
+        mo.auto_remove_after = cfg_.auto_remove_after;
+        mo.min_voters = cfg_.min_voters;
+        members_.emplace(*rep_, mo);
+        recovery::force_options fo;
+        fo.auto_after = cfg_.auto_force_after;
+        force_.emplace(*rep_, fo);
         net_->start();
         rep_->start();
+        members_->start();
+        force_->start();
         for (auto& [name, mode] : cfg_.registries) registry(name, mode);
-        cfg_.log(cfg_.id + ": started, epoch " + std::to_string(epoch_) + ", " + std::to_string(cfg_.peers.size()) +
-                 " members, " + (cfg_.insecure ? "PLAINTEXT (insecure)" : "mutual TLS"));
+        cfg_.log(cfg_.id + ": started, epoch " + std::to_string(epoch_) + ", " +
+                 (cfg_.peers.empty() ? "joining through " + std::to_string(cfg_.join.size()) + " seeds"
+                                     : std::to_string(cfg_.peers.size()) + " members") +
+                 ", " + (cfg_.insecure ? "PLAINTEXT (insecure)" : "mutual TLS"));
+    }
+
+    /// Stops gracefully: a leader hands leadership over first (at most two election timeouts),
+    /// so a planned restart costs no election; then stop(). `done` runs on the io_context.
+    void shutdown(std::function<void()> done) {
+        if (!rep_ || stopped_) return boost::asio::post(io_, std::move(done));
+        const auto wait = 2 * cfg_.tick * 20;
+        rep_->shutdown(std::chrono::duration_cast<replica_type::duration>(wait), [this, done = std::move(done)] {
+            stop();
+            done();
+        });
     }
 
     /// Stops Raft and the transport; pending operations complete with shutting_down.
@@ -162,6 +216,10 @@ public:
     const std::map<std::string, registry_type>& registries() const noexcept { return registries_; }
 
     replica_type& replica() { return *rep_; }
+    /// Adding and removing members (recovery/membership.hpp).
+    recovery::membership<replica_type>& membership() { return *members_; }
+    /// Quorum-loss recovery (recovery/force_leader.hpp).
+    recovery::force_leader<replica_type>& force() { return *force_; }
     storage::file& disk() { return *disk_; }
     transport::asio_tcp& net() { return *net_; }
     const node_config& config() const noexcept { return cfg_; }
@@ -183,14 +241,22 @@ private:
         auto bad = [](const std::string& why) { throw std::invalid_argument("node configuration: " + why); };
         if (cfg_.id.empty()) bad("id is empty");
         if (!split_host_port(cfg_.listen)) bad("listen \"" + cfg_.listen + "\" is not HOST:PORT");
-        if (cfg_.peers.empty()) bad("peers is empty (list every member, this one included)");
+        if (!recovery::membership<replica_type>::valid_name(cfg_.id))
+            bad("id \"" + cfg_.id + "\" must be 1-64 letters, digits, '-', '_' or '.'");
+        if (cfg_.peers.empty() && cfg_.join.empty())
+            bad("give peers (every member of a new cluster, this one included) or join (members of a running one)");
         bool self = false;
         for (auto& [name, addr] : cfg_.peers) {
-            if (name.empty()) bad("a peer has an empty name");
+            if (!recovery::membership<replica_type>::valid_name(name)) bad("peer name \"" + name + "\" is not valid");
             if (!split_host_port(addr)) bad("peer " + name + " address \"" + addr + "\" is not HOST:PORT");
             self = self || name == cfg_.id;
         }
-        if (!self) bad("peers does not list this node (" + cfg_.id + ")");
+        if (!cfg_.peers.empty() && !self) bad("peers does not list this node (" + cfg_.id + ")");
+        for (auto& [name, addr] : cfg_.join) {
+            if (!recovery::membership<replica_type>::valid_name(name)) bad("join name \"" + name + "\" is not valid");
+            if (!split_host_port(addr)) bad("join " + name + " address \"" + addr + "\" is not HOST:PORT");
+        }
+        if (cfg_.wait_for_nodes_min > cfg_.wait_for_nodes_max) bad("wait_for_nodes_min exceeds wait_for_nodes_max");
         if (cfg_.data_dir.empty()) bad("data_dir is empty");
         if (cfg_.insecure == !cfg_.tls_dir.empty()) bad("choose exactly one of tls_dir and insecure");
         if (!cfg_.http.empty() && !split_host_port(cfg_.http)) bad("http \"" + cfg_.http + "\" is not HOST:PORT");
@@ -199,6 +265,7 @@ private:
     }
 
     std::filesystem::path epoch_path() const { return std::filesystem::path(cfg_.data_dir) / "EPOCH"; }
+    std::filesystem::path removed_path() const { return std::filesystem::path(cfg_.data_dir) / "REMOVED"; }
 
     std::uint64_t next_epoch() {
         std::uint64_t e = 0;
@@ -237,6 +304,8 @@ private:
     std::optional<transport::asio_tcp> net_;
     std::optional<storage::file> disk_;
     std::optional<replica_type> rep_;
+    std::optional<recovery::membership<replica_type>> members_;
+    std::optional<recovery::force_leader<replica_type>> force_;
     std::map<std::string, registry_type> registries_;
     bool stopped_ = false;
 };

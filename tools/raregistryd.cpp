@@ -1,14 +1,17 @@
 // raregistryd — one raregistry node as a daemon.
 //
 //   raregistryd --id n1 --listen 127.0.0.1:7001
-//       --peers n1=127.0.0.1:7001,n2=127.0.0.1:7002,n3=127.0.0.1:7003
+//       (--peers n1=127.0.0.1:7001,n2=127.0.0.1:7002,n3=127.0.0.1:7003    a new cluster's members
+//        | --join n1=127.0.0.1:7001,n2=127.0.0.1:7002)                    or a running cluster's
 //       --data-dir DIR --http 127.0.0.1:8001 --registry NAME=unique|duplicate ...
 //       (--tls-dir DIR | --insecure) [--token TOKEN] [--cluster ID]
-//       [--tick-ms N] [--node-down-after-ms N] [--fence-after-ms N]
+//       [--tick-ms N] [--node-down-after-ms N] [--fence-after-ms N] [--wait-for-nodes-ms MIN-MAX]
+//       [--auto-remove-after-ms N] [--min-voters N] [--auto-force-after-ms N]
 //   raregistryd --config FILE.json      (the same settings as a JSON object; flags after it override)
 //
 // Logs one line per significant event (start, elections, node_down, fencing, new epochs,
-// connections) on stderr with the time; stops cleanly on SIGTERM or SIGINT.
+// connections, membership changes, force-leader) on stderr with the time; stops cleanly on
+// SIGTERM or SIGINT (a leader hands leadership over first).
 
 #include <raregistry/raregistry.hpp>
 #include <raregistry/debug/http.hpp>
@@ -31,22 +34,25 @@ namespace {
 int usage(const std::string& why) {
     std::fprintf(stderr,
                  "raregistryd: %s\n"
-                 "usage: raregistryd --id NAME --listen HOST:PORT --peers NAME=HOST:PORT,... --data-dir DIR\n"
+                 "usage: raregistryd --id NAME --listen HOST:PORT --data-dir DIR\n"
+                 "                   (--peers NAME=HOST:PORT,... | --join NAME=HOST:PORT,...)\n"
                  "                   (--tls-dir DIR | --insecure) [--http HOST:PORT] [--token TOKEN]\n"
                  "                   [--registry NAME=unique|duplicate]... [--cluster ID] [--tick-ms N]\n"
-                 "                   [--node-down-after-ms N] [--fence-after-ms N] [--config FILE.json]\n",
+                 "                   [--node-down-after-ms N] [--fence-after-ms N] [--wait-for-nodes-ms MIN-MAX]\n"
+                 "                   [--auto-remove-after-ms N] [--min-voters N] [--auto-force-after-ms N]\n"
+                 "                   [--config FILE.json]\n",
                  why.c_str());
     return 2;
 }
 
-bool parse_peers(std::string_view list, rr::node_config& c) {
-    c.peers.clear();
+bool parse_peers(std::string_view list, std::vector<std::pair<std::string, std::string>>& out) {
+    out.clear();
     while (!list.empty()) {
         auto comma = list.find(',');
         auto item = list.substr(0, comma);
         auto eq = item.find('=');
         if (eq == std::string_view::npos || eq == 0) return false;
-        c.peers.emplace_back(std::string(item.substr(0, eq)), std::string(item.substr(eq + 1)));
+        out.emplace_back(std::string(item.substr(0, eq)), std::string(item.substr(eq + 1)));
         list = comma == std::string_view::npos ? std::string_view{} : list.substr(comma + 1);
     }
     return true;
@@ -58,6 +64,22 @@ bool parse_registry(std::string_view spec, rr::node_config& c) {
     auto mode = spec.substr(eq + 1);
     if (mode != "unique" && mode != "duplicate") return false;
     c.registries.emplace_back(std::string(spec.substr(0, eq)), mode == "unique" ? rr::keys::unique : rr::keys::duplicate);
+    return true;
+}
+
+bool parse_range(std::string_view s, std::chrono::milliseconds& lo, std::chrono::milliseconds& hi) {
+    auto dash = s.find('-');
+    long long a = 0, b = 0;
+    auto [p1, e1] = std::from_chars(s.data(), s.data() + (dash == std::string_view::npos ? s.size() : dash), a);
+    if (e1 != std::errc{} || a < 0) return false;
+    if (dash == std::string_view::npos) b = a;
+    else {
+        auto [p2, e2] = std::from_chars(s.data() + dash + 1, s.data() + s.size(), b);
+        if (e2 != std::errc{} || p2 != s.data() + s.size()) return false;
+    }
+    if (b < a) return false;
+    lo = std::chrono::milliseconds(a);
+    hi = std::chrono::milliseconds(b);
     return true;
 }
 
@@ -73,7 +95,18 @@ bool parse_ms(std::string_view s, std::chrono::milliseconds& out) {
 std::string apply(const std::string& key, const std::string& value, rr::node_config& c) {
     if (key == "id") c.id = value;
     else if (key == "listen") c.listen = value;
-    else if (key == "peers") { if (!parse_peers(value, c)) return "--peers wants NAME=HOST:PORT,..."; }
+    else if (key == "peers") { if (!parse_peers(value, c.peers)) return "--peers wants NAME=HOST:PORT,..."; }
+    else if (key == "join") { if (!parse_peers(value, c.join)) return "--join wants NAME=HOST:PORT,..."; }
+    else if (key == "wait-for-nodes-ms") {
+        if (!parse_range(value, c.wait_for_nodes_min, c.wait_for_nodes_max)) return "--wait-for-nodes-ms wants MIN-MAX (milliseconds)";
+    }
+    else if (key == "auto-remove-after-ms") { if (!parse_ms(value, c.auto_remove_after)) return "--auto-remove-after-ms wants a positive number"; }
+    else if (key == "auto-force-after-ms") { if (!parse_ms(value, c.auto_force_after)) return "--auto-force-after-ms wants a positive number"; }
+    else if (key == "min-voters") {
+        std::chrono::milliseconds n{};
+        if (!parse_ms(value, n)) return "--min-voters wants a positive number";
+        c.min_voters = static_cast<std::size_t>(n.count());
+    }
     else if (key == "data-dir") c.data_dir = value;
     else if (key == "http") c.http = value;
     else if (key == "tls-dir") c.tls_dir = value;
@@ -98,11 +131,12 @@ std::string load_config(const std::string& path, rr::node_config& c) {
         if (key == "insecure") {
             if (!v.is_boolean()) return path + ": \"insecure\" must be true or false";
             c.insecure = v.get<bool>();
-        } else if (key == "peers" && v.is_object()) {
-            c.peers.clear();
+        } else if ((key == "peers" || key == "join") && v.is_object()) {
+            auto& list = key == "peers" ? c.peers : c.join;
+            list.clear();
             for (auto& [name, addr] : v.items()) {
                 if (!addr.is_string()) return path + ": peer addresses must be strings";
-                c.peers.emplace_back(name, addr.get<std::string>());
+                list.emplace_back(name, addr.get<std::string>());
             }
         } else if (key == "registry" && (v.is_object() || v.is_array())) {
             for (auto& [name, mode] : v.items()) {
@@ -138,8 +172,8 @@ int main(int argc, char** argv) {
         std::string err = a == "--config" ? load_config(value, cfg) : apply(a.substr(2), value, cfg);
         if (!err.empty()) return usage(err);
     }
-    if (cfg.id.empty() || cfg.listen.empty() || cfg.peers.empty() || cfg.data_dir.empty())
-        return usage("--id, --listen, --peers and --data-dir are required");
+    if (cfg.id.empty() || cfg.listen.empty() || (cfg.peers.empty() && cfg.join.empty()) || cfg.data_dir.empty())
+        return usage("--id, --listen, --data-dir and one of --peers or --join are required");
     std::setvbuf(stderr, nullptr, _IOLBF, 0);
     try {
         boost::asio::io_context io;
@@ -160,8 +194,7 @@ int main(int argc, char** argv) {
         signals.async_wait([&](boost::system::error_code, int sig) {
             rr::tcp_node::stderr_log(cfg.id + ": signal " + std::to_string(sig) + ", stopping");
             if (http) http->stop();
-            node.stop();
-            io.stop();
+            node.shutdown([&io] { io.stop(); });
         });
         io.run();
         return 0;

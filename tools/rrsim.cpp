@@ -27,12 +27,14 @@ using namespace raregistry::testing;
 int usage(const char* why) {
     std::fprintf(stderr,
                  "rrsim: %s\n"
-                 "usage: rrsim [--workload raft|registry] [--nodes N] [--seeds A-B | --seeds A] [--faults all|none|LIST] [--trace]\n"
+                 "usage: rrsim [--workload raft|registry] [--nodes N] [--spares N] [--seeds A-B | --seeds A] [--faults all|none|LIST] [--trace]\n"
                  "  --workload W  raft (commands on a log, default) or registry (linearizability-checked)\n"
                  "  --nodes N     cluster size, 1..9 (default 3)\n"
+                 "  --spares N    servers outside the configuration for membership changes to add, 0..4\n"
+                 "                (default 2 when the faults include membership)\n"
                  "  --seeds A-B   inclusive seed range (default 0-99)\n"
                  "  --faults F    all, none, or a comma list of: crash, partition, one_way, loss,\n"
-                 "                duplicate, reorder, skew, torn (default all)\n"
+                 "                duplicate, reorder, skew, torn, membership (default all)\n"
                  "  --duration-ms fault phase length in simulated milliseconds (default 2000)\n"
                  "  --trace       print the timeline of each seed (elections, faults)\n",
                  why);
@@ -111,6 +113,7 @@ int main(int argc, char** argv) {
     std::uint64_t first = 0, last = 99;
     bool trace = false;
     bool registry_workload = false;
+    bool spares_given = false;
     for (int i = 1; i < argc; ++i) {
         std::string_view a = argv[i];
         auto value = [&]() -> std::string_view { return i + 1 < argc ? std::string_view(argv[++i]) : ""; };
@@ -127,6 +130,11 @@ int main(int argc, char** argv) {
             } else if (!parse_u64(v.substr(0, dash), first) || !parse_u64(v.substr(dash + 1), last) || last < first) {
                 return usage("--seeds wants A-B with A <= B");
             }
+        } else if (a == "--spares") {
+            std::uint64_t n;
+            if (!parse_u64(value(), n) || n > 4) return usage("--spares wants a number from 0 to 4");
+            plan.spares = static_cast<int>(n);
+            spares_given = true;
         } else if (a == "--faults") {
             auto f = faults::parse(value());
             if (!f) return usage("unknown fault name in --faults");
@@ -149,6 +157,7 @@ int main(int argc, char** argv) {
         }
     }
     std::uint64_t violations = 0, seeds = 0, acked = 0;
+    if (!spares_given && (plan.faults & faults::membership)) plan.spares = 2;
     for (std::uint64_t seed = first; seed <= last; ++seed) {
         if (trace)
             plan.trace = [seed](const std::string& what) { std::printf("seed %llu: %s\n", (unsigned long long)seed, what.c_str()); };

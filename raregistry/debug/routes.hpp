@@ -10,15 +10,22 @@
 //   GET    /v1/registries/{name}?prefix=P&limit=N {"keys":[...]} (linearizable; limit <= 10000, default 100)
 // With "Authorization: Bearer TOKEN" (and only when the node has a token):
 //   PUT    /v1/registries/{name}/keys/{key}       body {"value": ...}: registers under the node's own
-//                                                 process; 200 {"pid":...}, 409 {"error","owner"} if taken
-//   DELETE /v1/registries/{name}/keys/{key}       200, 404 not registered, 409 held by another process
+//                                                 process; 200 {"pid":...}, 409 {"error","owner","pid"} if
+//                                                 taken; errors carry the "pid" it acted for
+//   DELETE /v1/registries/{name}/keys/{key}       unregisters the node's own process's registration:
+//                                                 200, 404 not registered, 409 held by another
+//                                                 process; each with {"pid"} of the process it acted for
 //   POST   /v1/registries/{name}/servers/{key}    body {"args": {...}} (optional): starts a record_server
 //                                                 named key (start_named): 200 {"pid"}, 409 {"error","pid"}
 //   POST   /v1/registries/{name}/servers/{key}/call  body {"request": ...}: 200 {"reply": ...}, 404 noproc
 //   POST   /v1/registries/{name}/servers/{key}/cast  body {"message": ...}: 202, 404 noproc
 //   POST   /v1/admin/transfer-leader              body {"to":"n2"} (optional): 202, or 409 if not leader
-//   POST   /v1/admin/members, DELETE /v1/admin/members/{id}, POST /v1/admin/force-leader:
-//                                                 501 until membership changes exist
+//   POST   /v1/admin/members                      body {"id":"n4","address":"host:port"}: adds it (learner,
+//                                                 then voter once caught up): 200 when it votes
+//   DELETE /v1/admin/members/{id}                 removes it: 200 once the change committed, 404 not a member
+//   POST   /v1/admin/force-leader                 after quorum loss, on a survivor: 200 with the report
+//                                                 (leader, survivors, lost, term, warning); 409 if a
+//                                                 leader or a quorum is alive
 // Registries are those the node was configured with (404 for others). Errors are JSON
 // {"error": "..."} with a 4xx/5xx status.
 //
@@ -83,7 +90,9 @@ namespace detail {
 inline unsigned status_of(std::error_code ec) {
     if (!ec) return 200;
     if (ec == errc::already_registered || ec == errc::not_owner) return 409;
-    if (ec == errc::not_registered || ec == errc::unknown_registry || ec == errc::noproc) return 404;
+    if (ec == errc::not_registered || ec == errc::unknown_registry || ec == errc::noproc || ec == errc::not_member)
+        return 404;
+    if (ec == errc::quorum_alive || ec == errc::change_in_progress) return 409;
     if (ec == errc::invalid_argument) return 400;
     if (ec == errc::timeout) return 504;  // the outcome is unknown
     if (ec == errc::no_quorum || ec == errc::shutting_down) return 503;
@@ -95,15 +104,16 @@ inline nlohmann::json status_json(tcp_node& node) {
     const auto& core = rep.core();
     const auto now = rep.net().now();
     nlohmann::json members = nlohmann::json::array();
-    for (const auto& [name, _] : node.config().peers) {
-        nlohmann::json m = {{"id", name}};
+    for (const auto& mem : rep.members()) {
+        const auto id = raft::node_id_of(mem.name);
+        nlohmann::json m = {{"id", mem.name}, {"address", mem.address}, {"voter", mem.voter}};
         for (const auto& pr : core.members_progress())
-            if (pr.id == raft::node_id_of(name) && core.is_leader()) {
+            if (pr.id == id && core.is_leader()) {
                 m["match_index"] = pr.match;
                 m["next_index"] = pr.next;
             }
-        if (name == node.config().id) m["last_contact_ms"] = 0;
-        else if (auto h = rep.last_heard(name))
+        if (mem.name == node.config().id) m["last_contact_ms"] = 0;
+        else if (auto h = rep.last_heard(mem.name))
             m["last_contact_ms"] = std::chrono::duration_cast<std::chrono::milliseconds>(now - *h).count();
         else
             m["last_contact_ms"] = nullptr;
@@ -118,6 +128,7 @@ inline nlohmann::json status_json(tcp_node& node) {
             {"applied", rep.raft_node().applied()},
             {"snapshot_index", core.log().snap().meta.index},
             {"fenced", rep.fenced()},
+            {"forced_configuration", core.conf().forced},
             {"processes", rep.process_count()},
             {"members", std::move(members)}};
 }
@@ -162,6 +173,12 @@ inline std::string metrics_text(tcp_node& node) {
     line("raregistry_fencings_total", "Times this node fenced itself.", "counter", st.fencings);
     line("raregistry_elections_won_total", "Leaderships this node took.", "counter", elections_won(node));
     line("raregistry_processes", "Live local processes.", "gauge", rep.process_count());
+    line("raregistry_voters", "Voters in the configuration this node uses.", "gauge", core.conf().voters.size());
+    line("raregistry_learners", "Learners in the configuration this node uses.", "gauge", core.conf().learners.size());
+    line("raregistry_membership_changes_total", "Membership changes this node completed as leader.", "counter",
+         node.membership().changes());
+    line("raregistry_force_leader_total", "Forced recoveries after quorum loss this node took over.", "counter",
+         node.force().forced());
     out += "# HELP raregistry_registrations Registrations per registry.\n# TYPE raregistry_registrations gauge\n";
     for (const auto& name : rep.state().registry_names())
         out += "raregistry_registrations{registry=\"" + name + "\"} " + std::to_string(rep.state().count(name)) + "\n";
@@ -300,18 +317,25 @@ inline http_handler routes(tcp_node& node) {
                     json body = json::parse(req.body, nullptr, false);
                     if (body.is_discarded() || !body.is_object() || !body.contains("value"))
                         return fail(400, "the body must be a JSON object {\"value\": ...}");
-                    return reg->async_register(key, body["value"], [respond](std::error_code ec, registry::pid owner) {
+                    const registry::pid self = reg->owner();  // the process this acts for
+                    return reg->as(self).async_register(key, body["value"], [respond, self](std::error_code ec, registry::pid owner) {
                         if (ec == errc::already_registered)
-                            return respond(http_response::json(409, {{"error", ec.message()}, {"owner", owner.to_string()}}));
-                        if (ec) return respond(http_response::error(detail::status_of(ec), ec.message()));
+                            return respond(http_response::json(
+                                409, {{"error", ec.message()}, {"owner", owner.to_string()}, {"pid", self.to_string()}}));
+                        if (ec)
+                            return respond(http_response::json(detail::status_of(ec),
+                                                               {{"error", ec.message()}, {"pid", self.to_string()}}));
                         respond(http_response::json(200, {{"pid", owner.to_string()}}));
                     });
                 }
                 if (req.method == "DELETE") {
                     if (!authorized()) return need_token();
-                    return reg->async_unregister(key, [respond](std::error_code ec) {
-                        if (ec) return respond(http_response::error(detail::status_of(ec), ec.message()));
-                        respond(http_response::json(200, {{"ok", true}}));
+                    const registry::pid self = reg->owner();  // the process this acts for
+                    return reg->as(self).async_unregister(key, [respond, self](std::error_code ec) {
+                        if (ec)
+                            return respond(http_response::json(detail::status_of(ec),
+                                                               {{"error", ec.message()}, {"pid", self.to_string()}}));
+                        respond(http_response::json(200, {{"ok", true}, {"pid", self.to_string()}}));
                     });
                 }
                 return fail(405, "keys take GET, PUT or DELETE");
@@ -344,10 +368,37 @@ inline http_handler routes(tcp_node& node) {
                     return fail(409, "cannot transfer leadership to \"" + to + "\"");
                 return respond(http_response::json(202, {{"transferring_to", to}}));
             }
-            if ((seg.size() == 3 && seg[2] == "members" && req.method == "POST") ||
-                (seg.size() == 4 && seg[2] == "members" && req.method == "DELETE") ||
-                (seg.size() == 3 && seg[2] == "force-leader" && req.method == "POST"))
-                return fail(501, "membership changes and force-leader are not implemented yet");
+            const auto timeout = std::chrono::duration_cast<tcp_node::replica_type::duration>(std::chrono::seconds(60));
+            if (seg.size() == 3 && seg[2] == "members" && req.method == "POST") {
+                json body = json::parse(req.body, nullptr, false);
+                if (body.is_discarded() || !body.is_object() || !body.contains("id") || !body["id"].is_string() ||
+                    !body.contains("address") || !body["address"].is_string())
+                    return fail(400, "the body must be {\"id\": \"n4\", \"address\": \"host:port\"}");
+                std::string id = body["id"], address = body["address"];
+                return node.membership().add_member(id, address, timeout, [respond, id](std::error_code ec) {
+                    if (ec) return respond(http_response::error(detail::status_of(ec), ec.message()));
+                    respond(http_response::json(200, {{"added", id}}));
+                });
+            }
+            if (seg.size() == 4 && seg[2] == "members" && req.method == "DELETE") {
+                std::string id = seg[3];
+                return node.membership().remove_member(id, timeout, [respond, id](std::error_code ec) {
+                    if (ec) return respond(http_response::error(detail::status_of(ec), ec.message()));
+                    respond(http_response::json(200, {{"removed", id}}));
+                });
+            }
+            if (seg.size() == 3 && seg[2] == "force-leader" && req.method == "POST") {
+                return node.force().run([respond](std::error_code ec, recovery::force_report r) {
+                    if (ec) return respond(http_response::json(detail::status_of(ec), {{"error", ec.message()}, {"why", r.warning}}));
+                    respond(http_response::json(200, {{"leader", r.leader},
+                                                      {"survivors", r.survivors},
+                                                      {"lost", r.lost},
+                                                      {"term", r.term},
+                                                      {"commit_floor", r.commit_floor},
+                                                      {"leader_last_index", r.leader_last_index},
+                                                      {"warning", r.warning}}));
+                });
+            }
             return fail(404, "no such route: " + req.path);
         }
         return fail(404, "no such route: " + req.path);

@@ -193,37 +193,54 @@ public:
         return i;
     }
 
+    /// A forced leader's term is this far above every survivor's, so that it cannot collide
+    /// with a term the lost members reached without the survivors knowing.
+    static constexpr term_t forced_term_gap = 1'000'000;
+
     /// Recovery after a quorum is lost for good (unsafe by nature): this peer becomes leader
-    /// of `survivors`, at a term above `term_floor` (every survivor's term), without an
-    /// election. It keeps its own log — pick the survivor with the most up-to-date one — and
+    /// of `survivors`, at a term forced_term_gap above `term_floor` (every survivor's term),
+    /// without an election. It keeps its own log — pick the survivor with the most up-to-date one — and
     /// appends a forced config entry; survivors adopt its log, losing anything only they held
     /// past `commit_floor` (the highest commit index among them, which its log contains).
     /// Nothing is sent before the new term and entry are durable.
     void force_leader(configuration survivors, term_t term_floor, index_t commit_floor) {
         RR_ASSERT(survivors.is_voter(cfg_.id));
-        reset(std::max(term_, term_floor) + 1);
-        vote_ = cfg_.id;
-        role_ = role::leader;
-        leader_ = cfg_.id;
-        hold_messages_ = true;
-        log_.commit_to(std::min(commit_floor, log_.last_index()));
         survivors.forced = true;
-        survivors = with_removed(conf_, std::move(survivors));
-        index_t i = log_.last_index() + 1;
-        log_.append_new(entry{term_, i, entry_type::config, encode_configuration(survivors)});
-        adopt_conf(std::move(survivors), i);
-        self_progress().recent_active = true;
-        need_broadcast_ = true;
+        lead(with_removed(conf_, std::move(survivors)), term_floor + forced_term_gap, commit_floor);
+    }
+
+    /// Starts a brand-new cluster of `conf` (this peer among its voters) on a peer that has
+    /// never held a configuration or a log: it leads at once, its config entry first.
+    void bootstrap(configuration conf) {
+        RR_ASSERT(conf_.voters.empty() && conf_.learners.empty() && log_.last_index() == 0 && term_ == 0);
+        RR_ASSERT(conf.is_voter(cfg_.id));
+        conf.forced = false;
+        lead(std::move(conf), 0, 0);
+    }
+    /// This peer learnt that the cluster removed it (its log does not say so yet, e.g. after a
+    /// force_leader that left it out): it never campaigns or votes again. Not persisted: the
+    /// layer above records it (and refuses to start such a node).
+    void retire() {
+        retired_ = true;
+        if (role_ != role::follower) become_follower(term_, no_node);
+    }
+    bool retired() const noexcept { return retired_; }
+
+    /// Whether this peer has never had a configuration (a node waiting to join or bootstrap).
+    bool pristine() const noexcept {
+        return conf_.voters.empty() && conf_.learners.empty() && log_.last_index() == 0 && term_ == 0;
     }
 
     /// Handles one message from a peer.
     void step(message m) {
         if (m.from == cfg_.id || m.to != cfg_.id || m.type == message_type::app) return;
-        // A removed member cannot disrupt us; only a leader we follow in this term is heard
-        // out (it removed itself, and leads until the change commits, then hands over).
-        if (conf_.is_removed(m.from) && !(m.from == leader_ && m.term == term_)) return;
-        // A removed (or never added) server cannot disrupt: its vote requests are ignored.
-        if ((m.type == message_type::pre_vote || m.type == message_type::vote) && !conf_.is_voter(m.from)) return;
+        // A member whose removal is committed cannot disrupt us (nor can members of the old
+        // configuration after force_leader): everything from it is ignored — except from the
+        // leader we follow in this term, which removed itself and hands over. While the change
+        // is uncommitted it may yet be undone, so its messages still count (Raft §4.1:
+        // requests are processed without consulting the configuration).
+        if (conf_.is_removed(m.from) && conf_index_ <= log_.committed() && !(m.from == leader_ && m.term == term_))
+            return;
         if (!handle_term(m)) return;
         switch (m.type) {
             case message_type::pre_vote:
@@ -341,8 +358,8 @@ private:
 
     void handle_vote_request(const message& m) {
         bool pre = m.type == message_type::pre_vote;
-        bool can_vote = vote_ == m.from || (vote_ == no_node && leader_ == no_node) ||
-                        (pre && m.term > term_);
+        bool can_vote = !retired_ && (vote_ == m.from || (vote_ == no_node && leader_ == no_node) ||
+                        (pre && m.term > term_));
         message r = make(pre ? message_type::pre_vote_resp : message_type::vote_resp, m.from);
         if (can_vote && log_.is_up_to_date(m.log_index, m.log_term)) {
             r.term = m.term;  // for pre-vote: the term the candidate would take
@@ -448,7 +465,7 @@ private:
         prs_.push_back(std::move(pr));
     }
 
-    bool promotable() const noexcept { return conf_.is_voter(cfg_.id); }
+    bool promotable() const noexcept { return conf_.is_voter(cfg_.id) && !retired_; }
 
     // ---- per-role steps ---------------------------------------------------------------
 
@@ -777,7 +794,9 @@ private:
                    pr.inflight.size() >= cfg_.max_inflight_appends) {
             pr.inflight.pop_front();  // acknowledgements were lost: let one more append go
         }
-        if (pr.match < log_.last_index()) send_append(pr, false);
+        // Behind: send what it lacks, or an empty append to learn its match (an ack that
+        // was lost for the last entry would otherwise leave it uncommitted until the next).
+        if (pr.match < log_.last_index()) send_append(pr, true);
         if (m.context > pr.read_ack) {
             pr.read_ack = m.context;
             release_confirmed_reads();
@@ -889,6 +908,21 @@ private:
     }
 
     // ---- membership (Raft dissertation §4) -----------------------------------------------
+
+    /// Leads `next` at once in a new term (force_leader, bootstrap), its config entry first.
+    void lead(configuration next, term_t term_floor, index_t commit_floor) {
+        reset(std::max(term_, term_floor) + 1);
+        vote_ = cfg_.id;
+        role_ = role::leader;
+        leader_ = cfg_.id;
+        hold_messages_ = true;
+        log_.commit_to(std::min(commit_floor, log_.last_index()));
+        index_t i = log_.last_index() + 1;
+        log_.append_new(entry{term_, i, entry_type::config, encode_configuration(next)});
+        adopt_conf(std::move(next), i);
+        self_progress().recent_active = true;
+        need_broadcast_ = true;
+    }
 
     /// The configuration of the latest config entry at or before `index` (or the snapshot's).
     configuration conf_at(index_t index) const {
@@ -1006,6 +1040,7 @@ private:
     configuration conf_;
     index_t conf_index_ = 0;
     bool hold_messages_ = false;  ///< force_leader: nothing leaves before the new term is durable
+    bool retired_ = false;
     hard_state prev_hs_;
     int election_elapsed_ = 0;
     int heartbeat_elapsed_ = 0;

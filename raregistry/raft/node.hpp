@@ -133,6 +133,21 @@ public:
         enqueue(i, std::move(h));
     }
 
+    /// The cluster removed this node (see core::retire).
+    void retire() {
+        if (stopped_) return;
+        core_->retire();
+        kick();
+    }
+
+    /// Starts a brand-new cluster of `conf` on a pristine node (see core::bootstrap).
+    void bootstrap(configuration conf) {
+        if (stopped_ || !core_->pristine()) return;
+        core_->bootstrap(std::move(conf));
+        check_conf();
+        kick();
+    }
+
     /// Quorum-loss recovery (see core::force_leader): this node leads `survivors` at once.
     void force_leader(configuration survivors, term_t term_floor, index_t commit_floor) {
         if (stopped_) return;

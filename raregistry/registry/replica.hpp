@@ -41,6 +41,7 @@
 #include <raregistry/wire/codec.hpp>
 
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <cstdint>
 #include <deque>
@@ -82,6 +83,9 @@ struct replica_options {
     /// Called with each new epoch this node takes while running (persist it: a restart must
     /// use a larger one).
     std::function<void(std::uint64_t)> on_new_epoch;
+    /// Called once when a member tells this node the cluster removed it (persist it: such a
+    /// node must not start again with this data).
+    std::function<void()> on_removed;
     /// One line per significant event (leadership, node_down, fencing, new epoch).
     std::function<void(const std::string&)> log;
 };
@@ -94,6 +98,7 @@ enum class app_kind : std::uint64_t {
     lease_reply,       ///< [u64 op][u32 attempt][u32 errc][u64 index]
     beacon,            ///< [u64 sent][u64 term][u64 acked][u64 quorum_age]   leader -> member
     beacon_ack,        ///< [u64 sent][u64 term][u64 promise_us]              member -> leader
+    removed,           ///< [u64 term][configuration]: "you are not a member"  member -> removed node
     deliver,           ///< [pid][json message]: a message for a local process
     call,              ///< [u64 call][pid][json request]: a call to a local process
     call_reply,        ///< [u64 call][u32 errc][json reply]
@@ -131,6 +136,7 @@ public:
         no.tick = std::chrono::duration_cast<duration>(opts_.tick);
         no.snapshot_entries = opts_.snapshot_entries;
         no.on_message = [this](const raft::message& m) { heard(m.from); };
+        no.on_conf_change = [this](const raft::configuration& c) { on_conf_change(c); };
         node_.emplace(transport_, storage_, sm_, no);
         new_lanes();
         // Operation ids travel in forwarded requests; the leader's late answer to a previous
@@ -347,6 +353,81 @@ public:
         auto it = last_heard_.find(raft::node_id_of(name));
         if (it == last_heard_.end()) return std::nullopt;
         return it->second;
+    }
+
+    /// A member as the configuration lists it.
+    struct member {
+        std::string name;
+        std::string address;  ///< "host:port", empty when the configuration does not say
+        bool voter = false;
+    };
+    /// The members of the configuration this replica uses (voters first).
+    std::vector<member> members() const {
+        std::vector<member> out;
+        const auto& c = node_->core().conf();
+        for (auto ids : {&c.voters, &c.learners})
+            for (raft::node_id id : *ids) {
+                const std::string* a = c.address(id);
+                std::string addr = a ? split_member_address(*a).second : std::string();
+                out.push_back({member_name(id), std::move(addr), ids == &c.voters});
+            }
+        return out;
+    }
+    /// "name=host:port", the form a member's address takes in the configuration.
+    static std::string member_address(const std::string& name, const std::string& address) {
+        return name + "=" + address;
+    }
+    static std::pair<std::string, std::string> split_member_address(std::string_view a) {
+        auto eq = a.find('=');
+        if (eq == std::string_view::npos) return {std::string(a), {}};
+        return {std::string(a.substr(0, eq)), std::string(a.substr(eq + 1))};
+    }
+    /// Writes one line to the node's event log, prefixed with its name.
+    void log_line(const std::string& line) { log(line); }
+    /// Learns the name of a node that is not a member (yet), e.g. one asking to join.
+    void learn_name(const std::string& name) { names_.emplace(raft::node_id_of(name), name); }
+    /// Called after every change of the configuration this replica uses.
+    void on_membership_change(std::function<void(const raft::configuration&)> h) { membership_hooks_.push_back(std::move(h)); }
+
+    /// Ends the current life of node `name` in the registry (node_down: its registrations
+    /// go), e.g. once it was removed from the cluster. Leader only; retried until `timeout`.
+    void end_life(const std::string& name, duration timeout, write_handler h) {
+        auto life = sm_.node_life(name);
+        if (!life || life->second) return post_result(std::move(h), {});
+        write_unsessioned(node_down{name, life->first}, timeout, std::move(h), node_->core().term());
+    }
+
+    /// Stops gracefully: a leader first hands leadership to the most up-to-date voter and
+    /// waits (at most `wait`) until another node leads, so a planned restart costs no
+    /// election timeout. Then stop(); `done` runs after it.
+    void shutdown(duration wait, std::function<void()> done) {
+        if (stopped_) return transport_.post(std::move(done));
+        const auto& c = node_->core();
+        raft::node_id best = raft::no_node;
+        raft::index_t match = 0;
+        if (c.is_leader())
+            for (const auto& pr : c.members_progress())
+                if (pr.id != transport_.self() && c.conf().is_voter(pr.id) && (best == raft::no_node || pr.match > match)) {
+                    best = pr.id;
+                    match = pr.match;
+                }
+        if (best == raft::no_node || !transfer_leader(member_name(best))) {
+            stop();
+            return transport_.post(std::move(done));
+        }
+        log("stopping: handing leadership to " + member_name(best));
+        const duration until = transport_.now() + wait;
+        auto poll = std::make_shared<std::function<void()>>();
+        *poll = [this, until, done = std::move(done), poll]() mutable {
+            if (stopped_ || !node_->core().is_leader() || transport_.now() >= until) {
+                stop();
+                auto d = std::move(done);
+                *poll = nullptr;  // break the cycle
+                return d();
+            }
+            transport_.after(std::chrono::duration_cast<duration>(opts_.tick), [poll] { if (*poll) (*poll)(); });
+        };
+        transport_.after(std::chrono::duration_cast<duration>(opts_.tick), [poll] { if (*poll) (*poll)(); });
     }
 
     /// Counters for metrics and tests.
@@ -622,7 +703,12 @@ private:
     // ---- app messages ------------------------------------------------------------------
 
     void on_app(raft::node_id from, std::uint64_t kind, std::string_view bytes) {
-        if (stopped_ || !names_.contains(from)) return;  // unknown peers are ignored
+        if (stopped_) return;
+        if (kind >= static_cast<std::uint64_t>(app_kind::user)) {  // the layers above check senders
+            if (auto it = user_apps_.find(kind); it != user_apps_.end()) it->second(from, bytes);
+            return;
+        }
+        if (!names_.contains(from)) return;  // unknown peers are ignored
         wire::detail::reader r(bytes);
         switch (static_cast<app_kind>(kind)) {
             case app_kind::forward: {
@@ -673,6 +759,7 @@ private:
                 return;
             }
             case app_kind::beacon: return on_beacon(from, r);
+            case app_kind::removed: return on_removed(from, r);
             case app_kind::beacon_ack: return on_beacon_ack(from, r);
             case app_kind::deliver: {
                 pid to = get_pid(r);
@@ -726,6 +813,8 @@ private:
     }
 
     void serve_forward(raft::node_id from, std::uint64_t id, std::uint32_t n, std::string env) {
+        if (node_->core().is_leader() && !node_->core().conf().contains(from))
+            return reply(from, app_kind::forward_reply, id, n, errc::not_member, {});
         if (!node_->core().is_leader() || !decode_envelope(env))
             return reply(from, app_kind::forward_reply, id, n,
                          node_->core().is_leader() ? errc::invalid_argument : errc::not_leader, {});
@@ -785,7 +874,39 @@ private:
 
     // ---- liveness: beacons, lease, node_down, fencing, lives -----------------------------
 
-    void heard(raft::node_id from) { last_heard_[from] = transport_.now(); }
+    void heard(raft::node_id from) {
+        const duration now = transport_.now();
+        last_heard_[from] = now;
+        // A member the configuration removed (e.g. left out by force_leader) is told so, at
+        // most once a second, instead of being ignored in silence.
+        const auto& c = node_->core();
+        if (!c.conf().is_removed(from) || c.leader() == from) return;
+        auto& last = removed_told_[from];
+        if (last != duration::zero() && now - last < std::chrono::seconds(1)) return;
+        last = now;
+        std::string bytes;
+        wire::detail::writer w(bytes);
+        w.u64(c.term());
+        w.bytes(raft::encode_configuration(c.conf()));
+        node_->send_app(from, static_cast<std::uint64_t>(app_kind::removed), std::move(bytes));
+    }
+
+    /// A member told us the cluster removed us: retire (never campaign or vote again).
+    void on_removed(raft::node_id from, wire::detail::reader& r) {
+        const raft::term_t term = r.u64();
+        std::string encoded = r.bytes();
+        if (!r.done()) return;
+        auto conf = raft::decode_configuration_exactly(encoded);
+        const auto self = transport_.self();
+        if (!conf || !conf->is_removed(self) || conf->contains(self) || !conf->contains(from)) return;
+        auto& c = node_->core();
+        if (c.retired() || c.conf().is_removed(self)) return;
+        node_->retire();
+        log("REFUSED by " + member_name(from) + ": the cluster removed this node (its configuration of term " +
+            std::to_string(term) + (conf->forced ? ", forced after a quorum loss" : "") +
+            "); it will not campaign or vote. Wipe its data directory and add it again as a new member.");
+        if (opts_.on_removed) opts_.on_removed();
+    }
 
     void schedule_liveness() {
         transport_.after(std::chrono::duration_cast<duration>(opts_.beacon_interval), [this] {
@@ -833,7 +954,9 @@ private:
         const duration qc = quorum_contact(now);
         confirmed_ = std::max(confirmed_, qc);
         const auto age = static_cast<std::uint64_t>((now - qc).count());
-        for (auto& [id, _] : names_) {
+        std::vector<raft::node_id> members = c.conf().voters;
+        members.insert(members.end(), c.conf().learners.begin(), c.conf().learners.end());
+        for (raft::node_id id : members) {
             if (id == transport_.self()) continue;
             std::string bytes;
             wire::detail::writer w(bytes);
@@ -993,6 +1116,39 @@ private:
         if (opts_.log) opts_.log(opts_.name + ": " + line);
     }
 
+    /// The configuration changed: learn the members' names, reach them, say so.
+    void on_conf_change(const raft::configuration& c) {
+        for (const auto& [id, a] : c.addresses) names_[id] = split_member_address(a).first;
+        if constexpr (requires(Transport& t, std::vector<transport::peer_address> v) { t.set_peers(v); }) {
+            std::vector<transport::peer_address> peers;
+            for (auto ids : {&c.voters, &c.learners})
+                for (raft::node_id id : *ids) {
+                    const std::string* a = c.address(id);
+                    if (!a) continue;
+                    auto [name, addr] = split_member_address(*a);
+                    auto colon = addr.rfind(':');
+                    if (colon == std::string::npos) continue;
+                    std::uint16_t port = 0;
+                    auto ps = std::string_view(addr).substr(colon + 1);
+                    if (std::from_chars(ps.data(), ps.data() + ps.size(), port).ec != std::errc{}) continue;
+                    peers.push_back({name, addr.substr(0, colon), port});
+                }
+            if (!peers.empty()) transport_.set_peers(peers);
+        }
+        if (conf_logged_ && !(c == *conf_logged_)) {
+            std::string line = std::string(c.forced ? "FORCED configuration (quorum-loss recovery)" : "configuration") + ": voters";
+            for (auto id : c.voters) line += " " + member_name(id);
+            if (!c.learners.empty()) {
+                line += ", learners";
+                for (auto id : c.learners) line += " " + member_name(id);
+            }
+            log(line);
+            if (c.is_removed(transport_.self())) log("removed from the cluster");
+        }
+        conf_logged_ = c;
+        for (auto& h : membership_hooks_) h(c);
+    }
+
     static void put_pid(wire::detail::writer& w, const pid& p) {
         w.bytes(p.node);
         w.u64(p.epoch);
@@ -1012,6 +1168,9 @@ private:
     state_machine sm_;
     std::optional<node_type> node_;
     std::map<raft::node_id, std::string> names_;
+    std::optional<raft::configuration> conf_logged_;
+    std::map<raft::node_id, duration> removed_told_;
+    std::vector<std::function<void(const raft::configuration&)>> membership_hooks_;
     bool stopped_ = false;
 
     std::uint64_t epoch_;

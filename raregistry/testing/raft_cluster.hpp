@@ -22,6 +22,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -82,7 +83,8 @@ inline constexpr unsigned duplicate = 1u << 4;  ///< deliver some messages twice
 inline constexpr unsigned reorder = 1u << 5;    ///< widen latency spread, reordering messages
 inline constexpr unsigned skew = 1u << 6;       ///< run some clocks fast or slow
 inline constexpr unsigned torn = 1u << 7;       ///< a crash keeps a random prefix of unsynced writes
-inline constexpr unsigned all = 0xff;
+inline constexpr unsigned membership = 1u << 8; ///< the leader adds, promotes and removes members
+inline constexpr unsigned all = 0x1ff;
 inline constexpr unsigned none = 0;
 
 /// Parses "all", "none" or a comma list of the names above; nullopt on an unknown name.
@@ -101,6 +103,7 @@ inline std::optional<unsigned> parse(std::string_view s) {
         else if (w == "reorder") mask |= reorder;
         else if (w == "skew") mask |= skew;
         else if (w == "torn") mask |= torn;
+        else if (w == "membership") mask |= membership;
         else return std::nullopt;
         s = comma == std::string_view::npos ? std::string_view{} : s.substr(comma + 1);
     }
@@ -110,6 +113,9 @@ inline std::optional<unsigned> parse(std::string_view s) {
 
 struct cluster_options {
     int nodes = 3;
+    /// Servers that start outside the configuration (empty disk, no configuration), for the
+    /// leader to add; numbered after the voters.
+    int spares = 0;
     std::uint64_t seed = 1;
     sim::time_us tick_us = 10'000;
     int election_ticks = 10;
@@ -143,11 +149,11 @@ public:
         raft::configuration conf;
         for (int i = 1; i <= opts_.nodes; ++i) conf.voters.push_back(static_cast<raft::node_id>(i));
         if (opts_.checks) sim_.set_send_observer([this](const raft::message& m) { observe_send(m); });
-        for (int i = 1; i <= opts_.nodes; ++i) {
+        for (int i = 1; i <= opts_.nodes + opts_.spares; ++i) {
             auto& m = members_.emplace_back();
             m.id = static_cast<raft::node_id>(i);
             m.net = std::make_unique<sim::endpoint>(sim_, m.id);
-            m.disk = std::make_unique<sim::storage>(sim_, m.id, conf);
+            m.disk = std::make_unique<sim::storage>(sim_, m.id, i <= opts_.nodes ? conf : raft::configuration{});
             m.disk->set_sync_latency(opts_.sync_min_us, opts_.sync_max_us);
             boot(m);
         }
@@ -178,11 +184,43 @@ public:
         sim_.restart(id);
         boot(m);
     }
+    /// Crashes `id` for good: calm() does not bring it back.
+    void destroy(raft::node_id id) {
+        crash(id);
+        destroyed_.insert(id);
+        note("destroy n" + std::to_string(id));
+    }
+
+    /// Quorum-loss recovery as recovery::force_leader does it: the live survivor with the most
+    /// up-to-date log leads a configuration of the live members. Returns its id (0: none).
+    raft::node_id force_leader() {
+        std::vector<member*> live;
+        for (auto& m : members_)
+            if (m.node && m.node->core().conf().contains(m.id)) live.push_back(&m);
+        if (live.empty()) return raft::no_node;
+        raft::term_t term_floor = 0;
+        raft::index_t commit_floor = 0;
+        member* best = live.front();
+        raft::configuration next;
+        for (member* m : live) {
+            const auto& c = m->node->core();
+            term_floor = std::max(term_floor, c.term());
+            commit_floor = std::max(commit_floor, c.log().committed());
+            const auto& b = best->node->core().log();
+            if (std::pair(c.log().last_term(), c.log().last_index()) > std::pair(b.last_term(), b.last_index())) best = m;
+            next.voters.push_back(m->id);
+        }
+        note("force_leader: n" + std::to_string(best->id) + " leads " + std::to_string(live.size()) + " survivors");
+        best->node->force_leader(std::move(next), term_floor, commit_floor);
+        return best->id;
+    }
+
     /// Ends every fault: restarts the dead, heals the network, fixes links and clocks.
     void calm() {
         calm_ = true;
         fault_mask_ = faults::none;
-        for (auto& m : members_) restart(m.id);
+        for (auto& m : members_)
+            if (!destroyed_.contains(m.id)) restart(m.id);
         sim_.heal();
         sim_.reset_links();
         sim_.default_faults() = sim::link_faults{};
@@ -284,12 +322,59 @@ public:
     /// Final checks: every acknowledged command is applied where it was acknowledged.
     void check_final() { check_acks(); }
 
-    /// Applied-state fingerprints of the live nodes (equal once they have caught up).
-    std::vector<std::pair<std::uint64_t, std::uint64_t>> fingerprints() const {
+    /// Applied-state fingerprints of the live members of the configuration (equal once they
+    /// have caught up; removed servers and spares never added are left out).
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> fingerprints() {
         std::vector<std::pair<std::uint64_t, std::uint64_t>> out;
+        member* l = leader();
         for (auto& m : members_)
-            if (m.sm) out.push_back({m.sm->count(), m.sm->hash()});
+            if (m.sm && (!l || l->node->core().conf().contains(m.id))) out.push_back({m.sm->count(), m.sm->hash()});
         return out;
+    }
+
+    /// Membership changes the leader accepted (proposed and applied), for tests.
+    std::uint64_t membership_changes() const noexcept { return conf_changes_; }
+
+    /// The leader (if any) proposes one random membership change: add a server as a learner,
+    /// promote a learner, remove a learner or a voter (itself included; never below two voters).
+    void change_membership() {
+        member* l = leader();
+        if (!l) return;
+        auto& rng = sim_.rng();
+        raft::configuration next = l->node->core().conf();
+        std::vector<raft::node_id> outside;
+        for (auto& m : members_)
+            if (!next.contains(m.id)) outside.push_back(m.id);
+        const auto pick = [&](const std::vector<raft::node_id>& v) { return v[rng.below(v.size())]; };
+        std::string what;
+        const unsigned roll = static_cast<unsigned>(rng.below(4));
+        if (roll == 0 && !outside.empty()) {
+            raft::node_id id = pick(outside);
+            next.learners.push_back(id);
+            what = "add learner n" + std::to_string(id);
+        } else if (roll == 1 && !next.learners.empty()) {
+            raft::node_id id = pick(next.learners);
+            std::erase(next.learners, id);
+            next.voters.push_back(id);
+            what = "promote n" + std::to_string(id);
+        } else if (roll == 2 && !next.learners.empty()) {
+            raft::node_id id = pick(next.learners);
+            std::erase(next.learners, id);
+            what = "remove learner n" + std::to_string(id);
+        } else if (roll == 3 && next.voters.size() > 2) {
+            raft::node_id id = pick(next.voters);
+            std::erase(next.voters, id);
+            what = "remove voter n" + std::to_string(id);
+        } else {
+            return;
+        }
+        note("n" + std::to_string(l->id) + " proposes: " + what);
+        l->node->propose_conf_change(std::move(next), [this, what](std::error_code ec, std::uint64_t) {
+            if (!ec) {
+                ++conf_changes_;
+                note("applied: " + what);
+            }
+        });
     }
 
     /// One line per node: role, term, log positions, state-machine fingerprint.
@@ -337,6 +422,7 @@ private:
         std::vector<unsigned> kinds;
         for (unsigned bit = 1; bit <= faults::torn; bit <<= 1)
             if ((mask & bit) && bit != faults::torn) kinds.push_back(bit);
+        if (mask & faults::membership) kinds.push_back(faults::membership);
         kinds.push_back(0);  // heal
         unsigned kind = kinds[sim_.rng().below(kinds.size())];
         auto& rng = sim_.rng();
@@ -383,6 +469,7 @@ private:
             case faults::duplicate: sim_.default_faults().duplicate = static_cast<double>(rng.below(20)) / 100.0; sim_.reset_links(); break;
             case faults::reorder: sim_.default_faults().max_latency_us = rng.between(150, 8'000); sim_.reset_links(); break;
             case faults::skew: sim_.set_clock(any(), 0.9 + static_cast<double>(rng.below(21)) / 100.0); break;
+            case faults::membership: change_membership(); break;
             default:
                 note("heal");
                 sim_.heal();
@@ -559,8 +646,10 @@ private:
     std::vector<std::string> acked_;
     std::vector<std::string> pending_ack_check_;
     std::uint64_t commands_ = 0;
+    std::uint64_t conf_changes_ = 0;
     bool calm_ = false;
     bool runaway_ = false;
+    std::set<raft::node_id> destroyed_;
     unsigned fault_mask_ = faults::none;
 };
 
@@ -576,6 +665,7 @@ struct seed_result {
 
 struct seed_plan {
     int nodes = 3;
+    int spares = 0;  ///< servers outside the configuration at first (see faults::membership)
     unsigned faults = faults::all;
     sim::time_us fault_phase_us = 2'000'000;
     sim::time_us client_period_us = 5'000;
@@ -586,6 +676,7 @@ struct seed_plan {
 inline seed_result run_seed(std::uint64_t seed, const seed_plan& plan) {
     cluster_options o;
     o.nodes = plan.nodes;
+    o.spares = plan.spares;
     o.seed = seed;
     o.trace = plan.trace;
     if (plan.faults != faults::none) {

@@ -57,11 +57,6 @@ namespace asio = boost::asio;
 using ip_tcp = asio::ip::tcp;
 
 /// Another member of the cluster: its name and where it listens.
-struct peer_address {
-    std::string name;
-    std::string host;
-    std::uint16_t port = 0;
-};
 
 /// Certificate files for mutual TLS (PEM).
 struct tls_files {
@@ -76,6 +71,12 @@ struct tcp_options {
     std::string listen_host = "127.0.0.1";
     std::uint16_t listen_port = 0;
     std::vector<peer_address> peers;  ///< the other members (an entry for this node is ignored)
+    /// Members of a running cluster this node asks to join: dialed whatever the names'
+    /// order, until set_peers() makes them ordinary members.
+    std::vector<peer_address> seeds;
+    /// Accept connections from nodes that are not peers (yet), once they pass the TLS and
+    /// cluster checks: how a joining node reaches the cluster. Their frames are delivered.
+    bool accept_guests = true;
     std::optional<tls_files> tls;     ///< mutual TLS; required unless `insecure`
     bool insecure = false;            ///< plaintext, for local development only
     std::uint32_t max_frame_bytes = wire::default_max_frame_bytes;
@@ -114,6 +115,12 @@ public:
             if (p.name == opts_.name) continue;
             links_[raft::node_id_of(p.name)] = std::make_shared<link>(p);
         }
+        for (auto& p : opts_.seeds) {
+            if (p.name == opts_.name) continue;
+            auto& l = links_[raft::node_id_of(p.name)];
+            if (!l) l = std::make_shared<link>(p);
+            l->seed = true;
+        }
         if (opts_.tls) {
             ssl_ = std::make_unique<asio::ssl::context>(asio::ssl::context::tls);
             ssl_->set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
@@ -139,8 +146,55 @@ public:
         acceptor_.listen();
         running_ = true;
         asio::co_spawn(io_, accept_loop(), asio::detached);
-        for (auto& [id, l] : links_)
-            if (opts_.name < l->addr.name) asio::co_spawn(io_, dial_loop(l), asio::detached);
+        for (auto& [id, l] : links_) start_dialing(l);
+    }
+
+    /// Dials `seed` (whatever the names' order) until set_peers() lists it: a node that is
+    /// joining reaches members it learnt of. Call from the io_context's thread.
+    void add_seed(const peer_address& seed) {
+        if (seed.name == opts_.name) return;
+        auto& l = links_[raft::node_id_of(seed.name)];
+        if (!l) l = std::make_shared<link>(seed);
+        if (l->member) return;
+        l->addr = seed;
+        l->guest = false;
+        l->seed = true;
+        if (running_) start_dialing(l);
+    }
+
+    /// Makes `peers` the members this node talks to (an entry for this node is ignored):
+    /// new ones are dialed (or wait to be dialed, by name order), addresses are updated, and
+    /// links to nodes no longer listed are closed. Call from the io_context's thread.
+    void set_peers(const std::vector<peer_address>& peers) {
+        std::map<raft::node_id, peer_address> want;
+        for (auto& p : peers)
+            if (p.name != opts_.name) want[raft::node_id_of(p.name)] = p;
+        for (auto it = links_.begin(); it != links_.end();) {
+            auto& l = it->second;
+            if (want.contains(it->first) || (l->seed && !l->member)) {
+                ++it;
+                continue;
+            }
+            if (l->member) {
+                // No longer a member: the link stays (dialed as before), so that acknowledgements
+                // in flight are not cut off and the layers above can tell the node it was
+                // removed; they decide what to accept from it.
+                l->member = false;
+                opts_.log("no longer a member: " + l->addr.name);
+            }
+            ++it;
+        }
+        for (auto& [id, p] : want) {
+            auto& l = links_[id];
+            if (!l) l = std::make_shared<link>(p);
+            const bool moved = l->addr.host != p.host || l->addr.port != p.port;
+            l->addr = p;
+            l->guest = false;
+            l->seed = false;
+            l->member = true;
+            if (moved && l->dialing && l->wake) l->wake->cancel();
+            if (running_) start_dialing(l);
+        }
     }
 
     /// Closes every connection and stops accepting and dialing.
@@ -165,6 +219,11 @@ public:
         for (auto& [id, l] : links_)
             if (l->conn) out.push_back(l->addr.name);
         return out;
+    }
+    /// The name behind raft id `id` if a link to it exists (peer, seed or guest), else "".
+    std::string peer_name(raft::node_id id) const {
+        auto it = links_.find(id);
+        return it == links_.end() ? std::string() : it->second->addr.name;
     }
 
     // ---- the Transport concept ------------------------------------------------------------
@@ -251,8 +310,21 @@ private:
         peer_address addr;
         std::shared_ptr<connection> conn;
         std::shared_ptr<asio::steady_timer> wake;
+        bool seed = false;     ///< dialed whatever the names' order (we are joining through it)
+        bool guest = false;    ///< not a peer: it connected to us (a node asking to join)
+        bool member = false;   ///< listed by set_peers
+        bool dialing = false;  ///< a dial loop runs for it
         explicit link(peer_address a) : addr(std::move(a)) {}
     };
+
+    /// The lower name dials (one connection per pair); a seed is dialed by the joiner.
+    bool should_dial(const link& l) const { return !l.guest && (l.seed || opts_.name < l.addr.name); }
+
+    void start_dialing(const std::shared_ptr<link>& l) {
+        if (l->dialing || !should_dial(*l)) return;
+        l->dialing = true;
+        asio::co_spawn(io_, dial_loop(l), asio::detached);
+    }
 
     // ---- accepting and dialing --------------------------------------------------------------
 
@@ -270,7 +342,7 @@ private:
 
     asio::awaitable<void> dial_loop(std::shared_ptr<link> l) {
         auto backoff = opts_.backoff_min;
-        while (running_) {
+        while (running_ && should_dial(*l)) {
             if (!l->conn) {
                 boost::system::error_code ec;
                 ip_tcp::socket s(io_);
@@ -293,6 +365,7 @@ private:
             boost::system::error_code ignored;
             co_await l->wake->async_wait(asio::redirect_error(asio::use_awaitable, ignored));
         }
+        l->dialing = false;
     }
 
     /// Runs one connection: TLS handshake, hello exchange, identity checks, then reads frames
@@ -330,17 +403,25 @@ private:
             }
             if (hello->cluster_id != opts_.cluster_id)
                 co_return refuse(conn, who, "belongs to cluster '" + hello->cluster_id + "', not '" + opts_.cluster_id + "'");
-            auto it = links_.find(raft::node_id_of(hello->node_name));
-            if (it == links_.end() || it->second->addr.name != hello->node_name)
-                co_return refuse(conn, who, "claims to be '" + hello->node_name + "', which is not a member");
-            if (dialed && hello->node_name != dialed->addr.name)
-                co_return refuse(conn, who, "answered as '" + hello->node_name + "'");
             if (auto* t = std::get_if<tls_stream>(&conn->stream); t && !dialed) {
                 std::string cert_name = peer_certificate_name(*t);
                 if (cert_name != hello->node_name)
                     co_return refuse(conn, who, "claims to be '" + hello->node_name + "' but its certificate names '" +
                                                     cert_name + "'");
             }
+            if (dialed && hello->node_name != dialed->addr.name)
+                co_return refuse(conn, who, "answered as '" + hello->node_name + "'");
+            auto it = links_.find(raft::node_id_of(hello->node_name));
+            if (it == links_.end() && opts_.accept_guests && !dialed && !hello->node_name.empty() &&
+                hello->node_name != opts_.name) {
+                // Not a peer (yet): a node asking to join, vouched for by the cluster CA.
+                auto g = std::make_shared<link>(peer_address{hello->node_name, {}, 0});
+                g->guest = true;
+                it = links_.emplace(raft::node_id_of(hello->node_name), std::move(g)).first;
+                opts_.log("guest " + hello->node_name + " connected (not a member)");
+            }
+            if (it == links_.end() || it->second->addr.name != hello->node_name)
+                co_return refuse(conn, who, "claims to be '" + hello->node_name + "', which is not a member");
             auto l = it->second;
             conn->peer_name = hello->node_name;
             if (l->conn && l->conn != conn) l->conn->close();  // the peer restarted: the new one wins

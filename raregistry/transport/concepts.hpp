@@ -12,12 +12,23 @@
 
 #include <chrono>
 #include <concepts>
+#include <cstdint>
 #include <functional>
 #include <span>
 #include <string>
 #include <string_view>
 
 namespace raregistry {
+
+namespace transport {
+/// Where a member listens. A transport that can reach members added while it runs has
+/// set_peers(std::vector<peer_address>) (the TCP transport does; the simulator needs none).
+struct peer_address {
+    std::string name;
+    std::string host;
+    std::uint16_t port = 0;
+};
+}  // namespace transport
 
 template <class T>
 concept raft_transport = requires(T& t, raft::message m, std::function<void()> f,

@@ -38,10 +38,12 @@ inline fs::path make_temp_dir() {
     return tmpl;
 }
 
-/// A CA and certificates for n1, n2, n3 (tools/make-certs).
-inline fs::path certs(const std::string& tag) {
+/// A CA and certificates for `names` (tools/make-certs).
+inline fs::path certs(const std::string& tag, const std::vector<std::string>& names = {"n1", "n2", "n3"}) {
     fs::path dir = fs::temp_directory_path() / ("rr-test-tls-" + tag);
-    std::string cmd = std::string(RR_SOURCE_DIR) + "/tools/make-certs " + dir.string() + " n1 n2 n3 >/dev/null";
+    std::string cmd = std::string(RR_SOURCE_DIR) + "/tools/make-certs " + dir.string();
+    for (const auto& n : names) cmd += " " + n;
+    cmd += " >/dev/null";
     REQUIRE(std::system(cmd.c_str()) == 0);
     return dir;
 }
@@ -51,6 +53,7 @@ struct process {
     pid_t pid = -1;
     fs::path out;
     process(const std::vector<std::string>& args, fs::path output) : out(std::move(output)) {
+        std::fflush(nullptr);  // else the child's freopen flushes our buffered output a second time
         pid = ::fork();
         REQUIRE(pid >= 0);
         if (pid == 0) {
