@@ -102,6 +102,8 @@ enum class app_kind : std::uint64_t {
     deliver,           ///< [pid][json message]: a message for a local process
     call,              ///< [u64 call][pid][json request]: a call to a local process
     call_reply,        ///< [u64 call][u32 errc][json reply]
+    monitor,           ///< [u64 ref][pid watcher][pid target]      watcher's node -> target's node
+    down,              ///< [u64 ref][pid watcher][pid target][reason] target's node -> watcher's node
     user = 64,         ///< kinds from here on belong to the layers above (server.hpp)
 };
 
@@ -224,6 +226,44 @@ public:
         if (registered_.erase(p) > 0) propose_process_down(p);
         if (p == self_pid_ && !stopped_) self_pid_ = spawn_process({}, {});
         if (proc.on_exit) proc.on_exit(p, reason);
+        notify_watchers(p, reason);
+        std::erase_if(monitors_, [&](const auto& m) { return m.second.watcher == p; });
+    }
+
+    /// Monitors process `target`, wherever it lives, for local process `watcher` (Erlang's
+    /// monitor/2): once, when target exits — or at once if it is not alive, or when its
+    /// node's life ends (node_down, a new epoch) — watcher receives
+    ///   {"down": {"ref": R, "pid": "<target>", "reason": "<why>"}}
+    /// Returns R, for demonitor. Nothing happens if watcher is not a live local process.
+    std::uint64_t monitor(const pid& watcher, const pid& target) {
+        const std::uint64_t ref = ++monitor_ids_;
+        if (!procs_.contains(watcher)) return ref;
+        monitors_.emplace(ref, monitor_entry{watcher, target});
+        if (target.node == opts_.name) {
+            if (!procs_.contains(target)) {
+                transport_.post([this, ref, target] { fire_down(ref, target, "noproc"); });
+                return ref;
+            }
+            watchers_.emplace(target, watcher_entry{ref, transport_.self(), watcher});
+            return ref;
+        }
+        const auto node = raft::node_id_of(target.node);
+        if (!names_.contains(node)) {
+            transport_.post([this, ref, target] { fire_down(ref, target, "noproc"); });
+            return ref;
+        }
+        std::string bytes;
+        wire::detail::writer w(bytes);
+        w.u64(ref);
+        put_pid(w, watcher);
+        put_pid(w, target);
+        node_->send_app(node, static_cast<std::uint64_t>(app_kind::monitor), std::move(bytes));
+        return ref;
+    }
+    /// Cancels monitor `ref`: no "down" message comes for it after this.
+    void demonitor(std::uint64_t ref) {
+        monitors_.erase(ref);
+        std::erase_if(watchers_, [&](const auto& w) { return w.second.ref == ref && w.second.node == transport_.self(); });
     }
 
     /// Whether `p` is a live process of this node.
@@ -786,6 +826,21 @@ private:
                     node_->send_app(from, static_cast<std::uint64_t>(app_kind::call_reply), std::move(out));
                 });
             }
+            case app_kind::monitor: {
+                const std::uint64_t ref = r.u64();
+                pid watcher = get_pid(r), target = get_pid(r);
+                if (!r.done() || target.node != opts_.name || watcher.node != member_name(from)) return;
+                if (!procs_.contains(target)) return send_down(from, ref, watcher, target, "noproc");
+                watchers_.emplace(target, watcher_entry{ref, from, watcher});
+                return;
+            }
+            case app_kind::down: {
+                const std::uint64_t ref = r.u64();
+                pid watcher = get_pid(r), target = get_pid(r);
+                std::string reason = r.bytes();
+                if (!r.done() || watcher.node != opts_.name || target.node != member_name(from)) return;
+                return fire_down(ref, target, reason);
+            }
             case app_kind::call_reply: {
                 const std::uint64_t id = r.u64();
                 const auto code = static_cast<errc>(r.u32());
@@ -865,6 +920,52 @@ private:
         w.bytes(std::string_view(reinterpret_cast<const char*>(cbor.data()), cbor.size()));
     }
 
+    /// The "down" message of monitor `ref`, once.
+    void fire_down(std::uint64_t ref, const pid& target, const std::string& reason) {
+        auto it = monitors_.find(ref);
+        if (it == monitors_.end() || it->second.target != target) return;
+        const pid watcher = it->second.watcher;
+        monitors_.erase(it);
+        deliver(watcher, json{{"down", {{"ref", ref}, {"pid", target.to_string()}, {"reason", reason}}}});
+    }
+
+    /// Local process `p` exited: every monitor of it fires, here or on the watcher's node.
+    void notify_watchers(const pid& p, const std::string& reason) {
+        auto [lo, hi] = watchers_.equal_range(p);
+        std::vector<watcher_entry> fired;
+        for (auto it = lo; it != hi; ++it) fired.push_back(it->second);
+        watchers_.erase(lo, hi);
+        for (const auto& w : fired) {
+            if (w.node == transport_.self()) {
+                transport_.post([this, ref = w.ref, p, reason] { fire_down(ref, p, reason); });
+                continue;
+            }
+            send_down(w.node, w.ref, w.watcher, p, reason);
+        }
+    }
+
+    void send_down(raft::node_id to, std::uint64_t ref, const pid& watcher, const pid& target, const std::string& reason) {
+        std::string bytes;
+        wire::detail::writer w(bytes);
+        w.u64(ref);
+        put_pid(w, watcher);
+        put_pid(w, target);
+        w.bytes(reason);
+        node_->send_app(to, static_cast<std::uint64_t>(app_kind::down), std::move(bytes));
+    }
+
+    /// Monitors of processes on other nodes fire when the registry says their life ended.
+    void check_remote_monitors() {
+        std::vector<std::pair<std::uint64_t, pid>> ended;
+        for (const auto& [ref, m] : monitors_) {
+            if (m.target.node == opts_.name) continue;
+            auto life = sm_.node_life(m.target.node);
+            if (life && (life->first > m.target.epoch || (life->first == m.target.epoch && life->second)))
+                ended.emplace_back(ref, m.target);
+        }
+        for (auto& [ref, target] : ended) fire_down(ref, target, "node_down");
+    }
+
     void deliver(const pid& to, const json& msg) {
         auto it = procs_.find(to);
         if (it == procs_.end() || !it->second.on_message) return;
@@ -932,6 +1033,7 @@ private:
         }
         check_fence(now);
         check_life();
+        check_remote_monitors();
     }
 
     /// The time by which a quorum (this leader included) had acknowledged beacons.
@@ -1170,6 +1272,18 @@ private:
     std::map<raft::node_id, std::string> names_;
     std::optional<raft::configuration> conf_logged_;
     std::map<raft::node_id, duration> removed_told_;
+    struct monitor_entry {
+        pid watcher;
+        pid target;
+    };
+    struct watcher_entry {
+        std::uint64_t ref;
+        raft::node_id node;  ///< the watcher's node
+        pid watcher;
+    };
+    std::uint64_t monitor_ids_ = 0;
+    std::map<std::uint64_t, monitor_entry> monitors_;  ///< this node's processes watching others
+    std::multimap<pid, watcher_entry> watchers_;        ///< who watches this node's processes
     std::vector<std::function<void(const raft::configuration&)>> membership_hooks_;
     bool stopped_ = false;
 

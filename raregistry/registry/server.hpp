@@ -5,7 +5,10 @@
 //   struct user_server {                       // any type with these members
 //       explicit user_server(const json& args);            // init
 //       json handle_call(const json& request);             // answers call()
-//       void handle_cast(const json& message);             // cast() and plain sends
+//       void handle_cast(const json& message);             // cast()
+//       void handle_info(const json& message);             // optional: plain sends (async_send,
+//                                                          // replica::send) and monitors' "down"
+//                                                          // messages; without it they go to handle_cast
 //       void terminate(const std::string& reason);         // optional
 //   };
 //   start_named<user_server>(reg, "user_123", args, token);  // -> pid, or already_started + pid
@@ -35,6 +38,11 @@ namespace detail {
 
 template <class T>
 concept has_terminate = requires(T& t, const std::string& reason) { t.terminate(reason); };
+template <class T>
+concept has_handle_info = requires(T& t, const json& message) { t.handle_info(message); };
+
+/// cast() wraps its message so that a server tells it from a plain send.
+inline constexpr const char* cast_tag = "$cast";
 
 }  // namespace detail
 
@@ -55,7 +63,10 @@ auto start_named(registry_handle<Replica> reg, std::string key, json args, Token
                 auto on_message = [server, exit_with](const json& msg) {
                     if (!*server) return;
                     try {
-                        (*server)->handle_cast(msg);
+                        const bool cast = msg.is_object() && msg.size() == 1 && msg.contains(detail::cast_tag);
+                        if (cast) (*server)->handle_cast(msg[detail::cast_tag]);
+                        else if constexpr (detail::has_handle_info<T>) (*server)->handle_info(msg);
+                        else (*server)->handle_cast(msg);
                     } catch (const std::exception& e) {
                         (*exit_with)(pid{}, e.what());
                     }
@@ -121,7 +132,7 @@ auto call(registry_handle<Replica> reg, std::string key, json request, Token&& t
 /// Completion: void(std::error_code) — noproc if nobody holds the key.
 template <class Replica, class Token>
 auto cast(registry_handle<Replica> reg, std::string key, json message, Token&& token) {
-    return reg.async_send(std::move(key), std::move(message), std::forward<Token>(token));
+    return reg.async_send(std::move(key), json{{detail::cast_tag, std::move(message)}}, std::forward<Token>(token));
 }
 
 }  // namespace raregistry::registry

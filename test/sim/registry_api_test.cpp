@@ -584,3 +584,89 @@ TEST_CASE("start_named and call: a named server started once cluster-wide, calle
     CHECK(!std::get<0>(*restarted));
     CHECK(std::get<1>(*restarted).node == "n3");
 }
+
+namespace {
+
+/// A server that keeps what handle_info and handle_cast received.
+struct info_server {
+    static inline std::vector<json> infos, casts;
+    explicit info_server(const json&) {}
+    json handle_call(const json& req) { return req; }
+    void handle_cast(const json& msg) { casts.push_back(msg); }
+    void handle_info(const json& msg) { infos.push_back(msg); }
+};
+
+/// The "down" messages a process of `rep` receives.
+struct watcher {
+    std::vector<json> downs;
+    pid self;
+    watcher(sim_replica& rep) {
+        self = rep.spawn_process([this](const json& m) { if (m.contains("down")) downs.push_back(m["down"]); }, {});
+    }
+};
+
+}  // namespace
+
+TEST_CASE("monitors: a local or remote process's exit, a dead pid, a node's death, demonitor") {
+    fixture f;
+    const std::size_t fol = follower_of(f.c);
+    const std::size_t other = (fol + 1) % 3;
+    watcher w(f.rep(other));
+
+    // A remote target that exits: one "down" with its reason.
+    pid target = f.rep(fol).spawn_process({}, {});
+    const auto ref = f.rep(other).monitor(w.self, target);
+    f.c.sim().run_for(50'000);
+    f.rep(fol).exit_process(target, "finished");
+    REQUIRE(f.c.run_until([&] { return !w.downs.empty(); }, 1'000'000));
+    CHECK(w.downs[0]["ref"] == ref);
+    CHECK(w.downs[0]["pid"] == target.to_string());
+    CHECK(w.downs[0]["reason"] == "finished");
+
+    // A local target; and a pid that is already dead: "noproc" at once.
+    pid local = f.rep(other).spawn_process({}, {});
+    f.rep(other).monitor(w.self, local);
+    f.rep(other).exit_process(local, "bye");
+    f.rep(other).monitor(w.self, target);
+    REQUIRE(f.c.run_until([&] { return w.downs.size() == 3; }, 1'000'000));
+    CHECK(w.downs[1]["reason"] == "bye");
+    CHECK(w.downs[2]["reason"] == "noproc");
+
+    // demonitor: nothing comes.
+    pid quiet = f.rep(fol).spawn_process({}, {});
+    const auto r2 = f.rep(other).monitor(w.self, quiet);
+    f.c.sim().run_for(50'000);
+    f.rep(other).demonitor(r2);
+    f.rep(fol).exit_process(quiet, "unseen");
+    f.c.sim().run_for(500'000);
+    CHECK(w.downs.size() == 3);
+
+    // The target's node dies: "node_down" once the leader declared it.
+    pid doomed = f.rep(fol).spawn_process({}, {});
+    f.rep(other).monitor(w.self, doomed);
+    f.c.sim().run_for(50'000);
+    f.c.crash(f.c.at(fol));
+    REQUIRE(f.c.run_until([&] { return w.downs.size() == 4; }, 10'000'000));
+    CHECK(w.downs[3]["pid"] == doomed.to_string());
+    CHECK(w.downs[3]["reason"] == "node_down");
+}
+
+TEST_CASE("a server's handle_info gets plain sends and monitor messages; cast goes to handle_cast") {
+    fixture f;
+    info_server::infos.clear();
+    info_server::casts.clear();
+    auto started = await<pid>(f.c, [&](auto cb) { registry::start_named<info_server>(f.reg[0], "info", json(), cb); });
+    REQUIRE(started);
+    REQUIRE(!std::get<0>(*started));
+    const pid server = std::get<1>(*started);
+    REQUIRE(await<>(f.c, [&](auto cb) { registry::cast(f.reg[1], "info", json("a cast"), cb); }));
+    REQUIRE(await<>(f.c, [&](auto cb) { f.reg[2].async_send("info", json("a plain send"), cb); }));
+    pid target = f.rep(1).spawn_process({}, {});
+    f.rep(0).monitor(server, target);
+    f.c.sim().run_for(50'000);
+    f.rep(1).exit_process(target, "gone");
+    REQUIRE(f.c.run_until([&] { return info_server::infos.size() == 2 && info_server::casts.size() == 1; }, 2'000'000));
+    CHECK(info_server::casts[0] == "a cast");
+    CHECK(info_server::infos[0] == "a plain send");
+    CHECK(info_server::infos[1]["down"]["reason"] == "gone");
+}
