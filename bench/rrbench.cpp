@@ -12,6 +12,10 @@
 //       of lookups, heap bytes per registration at N registrations (default 1,000,000),
 //       the cost of node_down for a node owning a tenth of them, snapshot and restore time.
 //
+//   rrbench suite [--quick] [--seconds S] [--json PATH] [--no-etcd]
+//       The side-by-side suite (bench/suite.cpp): raregistry against etcd and an in-memory
+//       baseline, through HTTP and the C++ API, and scaling at 1,000,000 registrations.
+//
 //   rrbench commit [--nodes N] [--clients C] [--seconds S] [--tls DIR] [--no-fsync]
 //       N nodes in this process over loopback TCP (each on its own thread), file storage
 //       with fsync in a fresh temporary directory, C closed-loop proposers on the leader.
@@ -55,7 +59,8 @@ int usage(const char* why) {
                  "rrbench: %s\n"
                  "usage: rrbench core [--commands N] [--batch B]\n"
                  "       rrbench commit [--nodes N] [--clients C] [--seconds S] [--tls DIR] [--no-fsync]\n"
-                 "       rrbench registry [--registrations N]\n",
+                 "       rrbench registry [--registrations N]\n"
+                 "       rrbench suite [--quick] [--seconds S] [--json PATH] [--no-etcd] [--clients 1,16,64,256]\n",
                  why);
     return 2;
 }
@@ -395,12 +400,17 @@ int commit_mode(int argc, char** argv) {
 
 }  // namespace
 
+namespace rrbench {
+int suite_main(int argc, char** argv);  // bench/suite.cpp
+}
+
 int main(int argc, char** argv) {
     if (argc < 2) return usage("missing mode");
     std::string_view mode = argv[1];
     if (mode == "core") return core_mode(argc, argv);
     if (mode == "commit") return commit_mode(argc, argv);
     if (mode == "registry") return registry_mode(argc, argv);
+    if (mode == "suite") return rrbench::suite_main(argc, argv);
     if (mode == "--help" || mode == "-h") {
         usage("help");
         return 0;
