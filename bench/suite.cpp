@@ -2,6 +2,7 @@
 // baseline, in one run, on this machine.
 //
 //   rrbench suite [--quick] [--seconds S] [--json PATH] [--no-etcd] [--clients 1,16,64,256]
+//                 [--only http,api,sizes,scaling]
 //
 // 1. HTTP, the same load generator (bench/http_load.hpp) for both: a 3-node raregistryd
 //    cluster (separate processes, mutual TLS, fsync on) and a 3-member etcd cluster (Debian's
@@ -173,6 +174,10 @@ struct settings {
     fs::path root;
     fs::path tls;
     std::string json_path;
+    std::string only;  ///< comma list of sections to run (http, api, sizes, scaling); empty: all
+    bool wants(const std::string& section) const {
+        return only.empty() || ("," + only + ",").find("," + section + ",") != std::string::npos;
+    }
 };
 
 const std::string token = "bench";
@@ -832,6 +837,7 @@ int suite_main(int argc, char** argv) {
         if (a == "--quick") cfg.quick = true;
         else if (a == "--no-etcd") cfg.etcd = false;
         else if (a == "--json") cfg.json_path = value();
+        else if (a == "--only") cfg.only = value();
         else if (a == "--seconds") {
             const int s = std::atoi(value().c_str());
             if (s <= 0) return std::fprintf(stderr, "rrbench suite: --seconds wants a positive number\n"), 2;
@@ -848,7 +854,8 @@ int suite_main(int argc, char** argv) {
             }
         } else {
             std::fprintf(stderr, "rrbench suite: unknown argument %s\n"
-                                 "usage: rrbench suite [--quick] [--seconds S] [--json PATH] [--no-etcd] [--clients 1,16,64,256]\n", a.c_str());
+                                 "usage: rrbench suite [--quick] [--seconds S] [--json PATH] [--no-etcd] [--clients 1,16,64,256]\n"
+                                 "                     [--only http,api,sizes,scaling]\n", a.c_str());
             return 2;
         }
     }
@@ -880,11 +887,13 @@ int suite_main(int argc, char** argv) {
     json ratios = json::object(), baseline = json::object();
     int rc = 0;
     try {
-        result["http"] = http_section(cfg, ratios);
-        result["api"] = api_section(cfg, ratios, baseline);
-        result["baseline"] = baseline;
-        result["cluster_sizes"] = sizes_section(cfg);
-        result["scaling"] = scaling_section(cfg, ratios);
+        if (cfg.wants("http")) result["http"] = http_section(cfg, ratios);
+        if (cfg.wants("api")) {
+            result["api"] = api_section(cfg, ratios, baseline);
+            result["baseline"] = baseline;
+        }
+        if (cfg.wants("sizes")) result["cluster_sizes"] = sizes_section(cfg);
+        if (cfg.wants("scaling")) result["scaling"] = scaling_section(cfg, ratios);
     } catch (const std::exception& e) {
         std::fprintf(stderr, "rrbench suite: %s\n", e.what());
         rc = 1;

@@ -141,6 +141,8 @@ public:
         so.dir = std::filesystem::path(cfg_.data_dir) / "raft";
         so.cluster_id = cfg_.cluster_id;
         so.node_name = cfg_.id;
+        // fsyncs run on the storage's own thread; this event loop keeps serving meanwhile.
+        so.complete_on = [this](std::function<void()> done) { boost::asio::post(io_, std::move(done)); };
         for (auto& [name, addr] : cfg_.peers) {
             so.initial.voters.push_back(raft::node_id_of(name));
             so.initial.set_address(raft::node_id_of(name), replica_type::member_address(name, addr));

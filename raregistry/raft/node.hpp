@@ -45,7 +45,11 @@ public:
     struct options {
         core_config raft;
         duration tick = std::chrono::milliseconds(10);
-        index_t snapshot_entries = 8192;  ///< snapshot after this many entries since the last
+        index_t snapshot_entries = 8192;  ///< snapshot after this many entries since the last...
+        /// ...and at least one entry per this many bytes of the last snapshot image, so that a
+        /// large state is not serialized again every few thousand entries (the cost of
+        /// snapshots per entry stays bounded; the log kept in memory grows with the state).
+        std::size_t snapshot_image_bytes_per_entry = 256;
         /// Test hooks: every ready taken, every entry applied.
         std::function<void(const ready&)> on_ready;
         std::function<void(const entry&)> on_apply;
@@ -331,7 +335,9 @@ private:
 
     void maybe_snapshot() {
         const auto& log = core_->log();
-        if (log.applied() - log.snap().meta.index < opts_.snapshot_entries) return;
+        const index_t due = std::max<index_t>(opts_.snapshot_entries,
+                                              log.snap().data->size() / std::max<std::size_t>(opts_.snapshot_image_bytes_per_entry, 1));
+        if (log.applied() - log.snap().meta.index < due) return;
         auto image = std::make_shared<const std::string>(sm_.snapshot());
         core_->compact(log.applied(), std::move(image));
         storage_.save_snapshot(core_->log().snap());

@@ -40,7 +40,14 @@
 #include <cerrno>
 #include <array>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
+#include <deque>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <thread>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -97,6 +104,11 @@ public:
         /// Test hook: called at each step of an atomic file replacement ("hardstate:written",
         /// "hardstate:synced", "hardstate:renamed", "snapshot:..."); may throw to simulate a crash.
         std::function<void(std::string_view step)> crash_point;
+        /// When set, sync() runs its fsyncs on a thread of the storage's own and hands the
+        /// completion back through this function (e.g. a post to the owner's executor), so the
+        /// owner's event loop keeps serving — and batching — while the disk works. Unset:
+        /// sync() is synchronous.
+        std::function<void(std::function<void()>)> complete_on;
     };
 
     /// Opens (or creates) the data directory and recovers its state. Throws
@@ -112,6 +124,17 @@ public:
     }
     file(const file&) = delete;
     file& operator=(const file&) = delete;
+    ~file() {
+        *alive_ = false;
+        if (worker_.joinable()) {
+            {
+                std::lock_guard lock(mu_);
+                quit_ = true;
+            }
+            cv_.notify_one();
+            worker_.join();
+        }
+    }
 
     /// What survived, as Raft needs it at start.
     raft::persisted_state load() const { return state_; }
@@ -169,8 +192,10 @@ public:
         fsync_dir();
     }
 
-    /// Makes every earlier write durable, then calls done() (inline).
+    /// Makes every earlier write durable, then calls done(): inline, or through
+    /// options::complete_on when set. No other call may be made until done() runs.
     void sync(std::function<void()> done) {
+        if (opts_.complete_on) return sync_offloaded(std::move(done));
         flush_buffer();
         if (dirty_ && opts_.fsync) {
             auto t0 = std::chrono::steady_clock::now();
@@ -366,6 +391,65 @@ private:
         open_new_segment();
     }
 
+    /// sync() with its fsyncs on the worker thread: the buffer is written here, the disk
+    /// waited for there, and the bookkeeping done back on the owner's thread.
+    void sync_offloaded(std::function<void()> done) {
+        flush_buffer();
+        const bool data = dirty_ && opts_.fsync;
+        const bool dir = dir_dirty_;
+        std::optional<std::string> hs;
+        if (hs_dirty_) hs = encode_hard_state(pending_hs_);
+        auto job = [this, data, dir, hs = std::move(hs), done = std::move(done), alive = alive_]() mutable {
+            std::exception_ptr failure;
+            std::chrono::steady_clock::duration took{};
+            try {
+                auto t0 = std::chrono::steady_clock::now();
+                if (data && ::fdatasync(seg_fd_.get()) != 0) throw_errno("fdatasync " + current_path_.string());
+                took = std::chrono::steady_clock::now() - t0;
+                if (dir && opts_.fsync && ::fsync(dir_fd_.get()) != 0) throw_errno("fsync " + opts_.dir.string());
+                if (hs) write_atomically("HARDSTATE", *hs, "hardstate");
+            } catch (...) {
+                failure = std::current_exception();
+            }
+            opts_.complete_on([this, data, dir, wrote_hs = hs.has_value(), took, failure, done = std::move(done), alive]() {
+                if (!*alive) return;
+                if (failure) std::rethrow_exception(failure);  // the disk failed: nothing may go on
+                if (data) {
+                    last_fsync_ = took;
+                    ++fsyncs_;
+                    record_fsync(took);
+                }
+                dirty_ = false;
+                if (dir) dir_dirty_ = false;
+                if (wrote_hs) {
+                    durable_hs_ = pending_hs_;
+                    hs_dirty_ = false;
+                }
+                done();
+            });
+        };
+        {
+            std::lock_guard lock(mu_);
+            jobs_.push_back(std::move(job));
+            if (!worker_.joinable()) worker_ = std::thread([this] { work(); });
+        }
+        cv_.notify_one();
+    }
+
+    void work() {
+        for (;;) {
+            std::function<void()> job;
+            {
+                std::unique_lock lock(mu_);
+                cv_.wait(lock, [this] { return quit_ || !jobs_.empty(); });
+                if (jobs_.empty()) return;
+                job = std::move(jobs_.front());
+                jobs_.pop_front();
+            }
+            job();
+        }
+    }
+
     void flush_buffer() {
         if (buffer_.empty()) return;
         const char* p = buffer_.data();
@@ -405,7 +489,7 @@ private:
     std::uint64_t snap_meta_index() const noexcept { return snap_index_; }
 
     /// temp file, fsync, rename over the old one, fsync the directory.
-    void write_atomically(const std::string& name, const std::string& content, std::string_view step) {
+    void write_atomically(const std::string& name, const std::string& content, std::string_view step) const {
         auto tmp = opts_.dir / (name + ".tmp");
         {
             file_detail::unique_fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644));
@@ -423,16 +507,19 @@ private:
         crash_point(step, "synced");
         if (::rename(tmp.c_str(), (opts_.dir / name).c_str()) != 0) throw_errno("rename " + tmp.string());
         crash_point(step, "renamed");
-        fsync_dir();
+        fsync_dir_now();
     }
 
-    void crash_point(std::string_view step, std::string_view what) {
+    void crash_point(std::string_view step, std::string_view what) const {
         if (opts_.crash_point) opts_.crash_point(std::string(step) + ":" + std::string(what));
     }
 
     void fsync_dir() {
-        if (opts_.fsync && ::fsync(dir_fd_.get()) != 0) throw_errno("fsync " + opts_.dir.string());
+        fsync_dir_now();
         dir_dirty_ = false;
+    }
+    void fsync_dir_now() const {
+        if (opts_.fsync && ::fsync(dir_fd_.get()) != 0) throw_errno("fsync " + opts_.dir.string());
     }
 
     // ---- encodings ----------------------------------------------------------------------------
@@ -542,6 +629,13 @@ private:
     std::chrono::steady_clock::duration last_fsync_{};
     std::array<std::uint64_t, 11> fsync_buckets_{};
     std::uint64_t fsync_total_us_ = 0;
+    // The worker of offloaded syncs (options::complete_on).
+    std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+    std::thread worker_;
+    std::mutex mu_;
+    std::condition_variable cv_;
+    std::deque<std::function<void()>> jobs_;
+    bool quit_ = false;
 
     void record_fsync(std::chrono::steady_clock::duration d) {
         const auto us = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(d).count());

@@ -83,6 +83,7 @@ struct tcp_options {
     std::size_t max_queue_bytes = 32u << 20;  ///< per peer; beyond it frames are dropped
     std::chrono::milliseconds backoff_min{20};
     std::chrono::milliseconds backoff_max{2000};
+    std::chrono::milliseconds handshake_timeout{5000};  ///< TLS and hello must finish within this
     /// One line per significant event (connections, refusals); default: stderr.
     std::function<void(const std::string&)> log;
 };
@@ -231,7 +232,7 @@ public:
     /// Best effort: dropped when the peer is not connected or its queue is full.
     void send(raft::message m) {
         auto it = links_.find(m.to);
-        if (it == links_.end() || !it->second->conn) {
+        if (it == links_.end() || !it->second->conn || it->second->conn->closed) {
             ++stats_.frames_dropped;
             return;
         }
@@ -343,6 +344,7 @@ private:
     asio::awaitable<void> dial_loop(std::shared_ptr<link> l) {
         auto backoff = opts_.backoff_min;
         while (running_ && should_dial(*l)) {
+            if (l->conn && l->conn->closed) l->conn.reset();  // its reader is gone or going
             if (!l->conn) {
                 boost::system::error_code ec;
                 ip_tcp::socket s(io_);
@@ -376,6 +378,12 @@ private:
         std::string remote = endpoint_text(s);
         auto conn = ssl_ ? std::make_shared<connection>(std::move(s), *ssl_) : std::make_shared<connection>(std::move(s));
         std::string who = dialed ? dialed->addr.name : remote;
+        // A handshake (TLS and hello) that does not finish in time is given up: a stalled peer
+        // must not hold the dial loop.
+        auto deadline = std::make_shared<asio::steady_timer>(io_, opts_.handshake_timeout);
+        deadline->async_wait([conn](boost::system::error_code e) {
+            if (!e && conn->peer_name.empty()) conn->close();
+        });
         try {
             if (auto* t = std::get_if<tls_stream>(&conn->stream)) {
                 if (dialed) t->set_verify_callback(asio::ssl::host_name_verification(dialed->addr.name));
@@ -423,6 +431,7 @@ private:
             if (it == links_.end() || it->second->addr.name != hello->node_name)
                 co_return refuse(conn, who, "claims to be '" + hello->node_name + "', which is not a member");
             auto l = it->second;
+            deadline->cancel();
             conn->peer_name = hello->node_name;
             if (l->conn && l->conn != conn) l->conn->close();  // the peer restarted: the new one wins
             l->conn = conn;
@@ -442,6 +451,11 @@ private:
             } else if (!conn->peer_name.empty() && running_) {
                 opts_.log("connection to " + conn->peer_name + " closed: " + e.code().message());
             }
+        } catch (const std::exception& e) {
+            // Anything else (a handler of a received message threw): drop the connection —
+            // never leave a link holding a connection nobody reads, or its peer is lost for good.
+            if (running_) opts_.log("connection to " + (conn->peer_name.empty() ? who : conn->peer_name) +
+                                    " dropped: " + e.what());
         }
         forget(conn);
     }
