@@ -970,7 +970,11 @@ private:
         auto it = procs_.find(to);
         if (it == procs_.end() || !it->second.on_message) return;
         auto h = it->second.on_message;  // the handler may exit the process
-        h(msg);
+        try {
+            h(msg);
+        } catch (const std::exception& e) {
+            exit_process(to, e.what());  // a process that throws exits with that reason
+        }
     }
 
     // ---- liveness: beacons, lease, node_down, fencing, lives -----------------------------

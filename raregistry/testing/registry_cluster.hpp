@@ -46,7 +46,10 @@ public:
     };
 
     /// `nodes` members n1..nN; `tune` adjusts each replica's options before it starts.
-    registry_cluster(std::uint64_t seed, int nodes, std::function<void(registry::replica_options&)> tune = {})
+    /// `spares` replicas s1..sK start outside the configuration (for membership changes);
+    /// they run no client processes.
+    registry_cluster(std::uint64_t seed, int nodes, std::function<void(registry::replica_options&)> tune = {},
+                     int spares = 0)
         : sim_(seed), tune_(std::move(tune)) {
         raft::configuration conf;
         std::vector<std::string> names;
@@ -54,17 +57,22 @@ public:
             names.push_back("n" + std::to_string(i));
             conf.voters.push_back(raft::node_id_of(names.back()));
         }
+        for (int i = 1; i <= spares; ++i) names.push_back("s" + std::to_string(i));
         names_ = names;
         for (auto& name : names) {
-            auto& m = members_.emplace_back();
+            auto& m = (name[0] == 's' ? spares_ : members_).emplace_back();
             m.name = name;
             m.id = raft::node_id_of(name);
             m.net = std::make_unique<sim::endpoint>(sim_, m.id);
-            m.disk = std::make_unique<sim::storage>(sim_, m.id, conf);
+            m.disk = std::make_unique<sim::storage>(sim_, m.id, name[0] == 's' ? raft::configuration{} : conf);
             m.disk->set_sync_latency(50, 800);
         }
         for (auto& m : members_) boot(m);
+        for (auto& m : spares_) boot(m);
     }
+
+    /// The spare replicas (outside the initial configuration).
+    std::vector<member>& spares() noexcept { return spares_; }
 
     sim::simulator& sim() noexcept { return sim_; }
     std::vector<member>& members() noexcept { return members_; }
@@ -148,6 +156,7 @@ private:
     std::function<void(registry::replica_options&)> tune_;
     std::vector<std::string> names_;
     std::vector<member> members_;
+    std::vector<member> spares_;
 };
 
 /// Runs `start(callback)` and the simulation until the callback has run; its arguments, or

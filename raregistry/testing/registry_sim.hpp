@@ -42,7 +42,8 @@ public:
     /// duplicate, reorder, skew; torn is part of crash in sim::storage).
     registry_workload(std::uint64_t seed, int nodes, unsigned fault_mask,
                       std::function<void(const std::string&)> trace = {})
-        : c_(seed, nodes), faults_(fault_mask), sim_(c_.sim()), trace_(std::move(trace)) {
+        : c_(seed, nodes, {}, (fault_mask & faults::membership) ? 2 : 0), faults_(fault_mask), sim_(c_.sim()),
+          trace_(std::move(trace)) {
         c_.log = trace_;
         if (faults_ & faults::skew) {  // bounded clock drift on every node
             for (auto& m : c_.members())
@@ -338,8 +339,8 @@ private:
         auto& rng = sim_.rng();
         auto& ms = c_.members();
         auto& m = ms[rng.below(ms.size())];
-        const unsigned kinds[] = {faults::crash, faults::partition, faults::one_way, faults::loss,
-                                  faults::duplicate, faults::reorder};
+        const unsigned kinds[] = {faults::crash,     faults::partition, faults::one_way,   faults::loss,
+                                  faults::duplicate, faults::reorder,   faults::membership};
         std::vector<unsigned> on;
         for (unsigned k : kinds)
             if (faults_ & k) on.push_back(k);
@@ -373,12 +374,45 @@ private:
                 sim_.default_faults().max_latency_us = rng.between(150, 5'000);
                 sim_.reset_links();
                 break;
+            case faults::membership: break;  // below
             default:
                 note("heal");
                 sim_.heal();
                 break;
         }
+        // Membership changes come often, beside the other faults.
+        if ((faults_ & faults::membership) && (kind == faults::membership || rng.chance(0.4))) change_membership();
         sim_.schedule(sim_.now() + rng.between(50'000, 400'000), raft::no_node, [this, fault_end] { fault(fault_end); });
+    }
+
+    /// The leader adds a spare as a learner, promotes one, or removes one: the quorum the
+    /// clients' writes need changes under them, while the faults go on.
+    void change_membership() {
+        auto* l = c_.leader();
+        if (!l || c_.spares().empty()) return;
+        auto& rng = sim_.rng();
+        raft::configuration next = l->rep->core().conf();
+        auto& spare = c_.spares()[rng.below(c_.spares().size())];
+        std::string what;
+        if (next.is_learner(spare.id)) {
+            std::erase(next.learners, spare.id);
+            if (rng.chance(0.7)) {
+                next.voters.push_back(spare.id);
+                what = "promote " + spare.name;
+            } else {
+                what = "remove learner " + spare.name;
+            }
+        } else if (next.is_voter(spare.id)) {
+            std::erase(next.voters, spare.id);
+            what = "remove voter " + spare.name;
+        } else {
+            next.learners.push_back(spare.id);
+            what = "add learner " + spare.name;
+        }
+        note(l->name + " proposes: " + what);
+        l->rep->raft_node().propose_conf_change(std::move(next), [this, what](std::error_code ec, auto) {
+            if (!ec) note("applied: " + what);
+        });
     }
 
     registry_cluster c_;

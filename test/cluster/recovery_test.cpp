@@ -433,3 +433,56 @@ TEST_CASE("membership under load: two nodes added and two removed; operations fa
         CHECK(c.healthy(i));
     }
 }
+
+TEST_CASE("joining: three nodes started at once with each other as seeds form exactly one cluster") {
+    cluster c(0, 3);
+    std::string all;
+    for (int i = 0; i < 3; ++i) all += (i ? "," : "") + c.address(i);
+    for (int i = 0; i < 3; ++i) c.start(i, {"--join", all, "--wait-for-nodes-ms", "0-300"});
+    REQUIRE_MESSAGE(wait_for([&] {
+        for (int i = 0; i < 3; ++i)
+            if (c.voters(i) != std::set<std::string>{"n1", "n2", "n3"} || !c.healthy(i)) return false;
+        return true;
+    }, std::chrono::seconds(30)), c.logs());
+    // One cluster: every node follows the same leader in the same term.
+    const auto s0 = c.status(0);
+    for (int i = 1; i < 3; ++i) {
+        CHECK(c.status(i)["leader"] == s0["leader"]);
+        CHECK(c.status(i)["term"] == s0["term"]);
+    }
+    // Only n1 (the smallest name) started it.
+    CHECK(c.logs().find("n1: no cluster answered") != std::string::npos);
+    CHECK(c.logs().find("n2: no cluster answered") == std::string::npos);
+    CHECK(c.logs().find("n3: no cluster answered") == std::string::npos);
+    auto r = http(c.http_port(2), "PUT", "/v1/registries/reg/keys/one", "{\"value\":1}", token);
+    CHECK(r.status == 200);
+}
+
+TEST_CASE("automatic removal of a silent voter stops at the floor; SIGTERM of the leader hands over without an election timeout") {
+    cluster c(4, 4, {"--auto-remove-after-ms", "1500", "--min-voters", "3", "--node-down-after-ms", "1000",
+                     "--fence-after-ms", "500"});
+    REQUIRE_MESSAGE(wait_for([&] { return c.healthy(0) && c.healthy(1) && c.healthy(2) && c.healthy(3); }), c.logs());
+    // A graceful stop of the leader: another node leads well within an election timeout.
+    const int l = c.leader(0);
+    REQUIRE(l >= 0);
+    const auto stopped = std::chrono::steady_clock::now();
+    c.procs[static_cast<std::size_t>(l)]->stop(SIGTERM);
+    const int other = (l + 1) % 4;
+    REQUIRE(wait_for([&] {
+        const int now = c.leader(other);
+        return now >= 0 && now != l && c.healthy(other);
+    }, std::chrono::seconds(10)));
+    const auto took = std::chrono::steady_clock::now() - stopped;
+    CHECK(took < std::chrono::milliseconds(2000));
+    CHECK(c.logs().find("handing leadership to") != std::string::npos);
+    // The stopped node stays silent: the leader removes it (4 -> 3 voters)...
+    REQUIRE_MESSAGE(wait_for([&] { return c.voters(other).size() == 3; }, std::chrono::seconds(20)), c.logs());
+    CHECK(c.voters(other).count(cluster::name(l)) == 0);
+    // ...but not a second one: 3 is the floor.
+    int second = (l + 2) % 4;
+    if (second == other) second = (second + 1) % 4;
+    c.procs[static_cast<std::size_t>(second)]->stop(SIGKILL);
+    std::this_thread::sleep_for(std::chrono::seconds(4));
+    CHECK(c.voters(other).size() == 3);
+    CHECK(c.logs().find("auto-removing") != std::string::npos);
+}
