@@ -367,45 +367,53 @@ json machine() {
 
 // ---- 1. HTTP: raregistry and etcd side by side -------------------------------------------
 
+/// `clients` clients spread over the members at `ports` (client i on member i mod N), one
+/// load generator thread per member. Throughput adds up; the latency percentiles reported
+/// are those of the slowest member's share.
+run_stats spread_load(const std::vector<std::uint16_t>& ports, int clients, std::chrono::milliseconds warm,
+                      std::chrono::milliseconds span, const request_maker& make, const answer_check& check,
+                      const std::string& auth) {
+    const int members = static_cast<int>(ports.size());
+    std::vector<run_stats> parts(ports.size());
+    std::vector<std::thread> threads;
+    for (int m = 0; m < members; ++m) {
+        const int share = clients / members + (m < clients % members ? 1 : 0);
+        if (share == 0) continue;
+        threads.emplace_back([&, m, share] {
+            parts[static_cast<std::size_t>(m)] = http_load(
+                ports[static_cast<std::size_t>(m)], share, warm, span,
+                [&, m](int client, std::uint64_t n) { return make(client * members + m, n); }, check, auth);
+        });
+    }
+    for (auto& t : threads) t.join();
+    run_stats total;
+    for (auto& p : parts) {
+        total.ok += p.ok;
+        total.errors += p.errors;
+        total.throughput += p.throughput;
+        total.p50_ms = std::max(total.p50_ms, p.p50_ms);
+        total.p99_ms = std::max(total.p99_ms, p.p99_ms);
+        total.p999_ms = std::max(total.p999_ms, p.p999_ms);
+        total.seconds = std::max(total.seconds, p.seconds);
+    }
+    return total;
+}
+
 json http_section(const settings& cfg, json& ratios) {
     json out = json::object();
     progress("== HTTP: 3 raregistryd (TLS, fsync) and 3 etcd members, the same load generator");
     rr_cluster rc(cfg, "http", 3, false);
     if (!rc.wait_healthy()) throw std::runtime_error("raregistryd cluster did not come up (see " + rc.dir.string() + ")");
     const std::string auth = "Authorization: Bearer " + token + "\r\n";
-    auto port_of = [&](int client) { return rc.members[static_cast<std::size_t>(client % 3)].http_port; };
     auto ok200 = [](int s, const std::string&) { return s == 200; };
     for (int c : cfg.clients) {
         const std::string run = "c" + std::to_string(c);
         auto key = [run](int client, std::uint64_t n) { return run + "-" + std::to_string(client) + "-" + std::to_string(n); };
         // Each client talks to one member (clients spread over the three), as etcd's do below.
+        std::vector<std::uint16_t> ports;
+        for (auto& m : rc.members) ports.push_back(m.http_port);
         auto per_member_for = [&](std::chrono::milliseconds warm, std::chrono::milliseconds span, auto make, auto check,
-                                  const std::string& a) {
-            run_stats total;
-            std::vector<std::thread> threads;
-            std::vector<run_stats> parts(3);
-            for (int m = 0; m < 3; ++m) {
-                const int share = c / 3 + (m < c % 3 ? 1 : 0);
-                if (share == 0) continue;
-                threads.emplace_back([&, m, share] {
-                    parts[static_cast<std::size_t>(m)] = http_load(
-                        port_of(m), share, warm, span,
-                        [&, m](int client, std::uint64_t n) { return make(client * 3 + m, n); }, check, a);
-                });
-            }
-            for (auto& t : threads) t.join();
-            // Combine: throughput adds up; latency percentiles are those of the slowest share.
-            for (auto& p : parts) {
-                total.ok += p.ok;
-                total.errors += p.errors;
-                total.throughput += p.throughput;
-                total.p50_ms = std::max(total.p50_ms, p.p50_ms);
-                total.p99_ms = std::max(total.p99_ms, p.p99_ms);
-                total.p999_ms = std::max(total.p999_ms, p.p999_ms);
-                total.seconds = std::max(total.seconds, p.seconds);
-            }
-            return total;
-        };
+                                  const std::string& a) { return spread_load(ports, c, warm, span, make, check, a); };
         auto per_member = [&](auto make, auto check, const std::string& a) {
             return per_member_for(cfg.warmup, cfg.measure, make, check, a);
         };
@@ -438,28 +446,7 @@ json http_section(const settings& cfg, json& ratios) {
         const std::string run = "c" + std::to_string(c);
         auto key = [run](int client, std::uint64_t n) { return base64(run + "-" + std::to_string(client) + "-" + std::to_string(n)); };
         auto per_member_for = [&](std::chrono::milliseconds warm, std::chrono::milliseconds span, auto make, auto check) {
-            run_stats total;
-            std::vector<std::thread> threads;
-            std::vector<run_stats> parts(3);
-            for (int m = 0; m < 3; ++m) {
-                const int share = c / 3 + (m < c % 3 ? 1 : 0);
-                if (share == 0) continue;
-                threads.emplace_back([&, m, share] {
-                    parts[static_cast<std::size_t>(m)] =
-                        http_load(ec.client_ports[static_cast<std::size_t>(m)], share, warm, span,
-                                  [&, m](int client, std::uint64_t n) { return make(client * 3 + m, n); }, check);
-                });
-            }
-            for (auto& t : threads) t.join();
-            for (auto& p : parts) {
-                total.ok += p.ok;
-                total.errors += p.errors;
-                total.throughput += p.throughput;
-                total.p50_ms = std::max(total.p50_ms, p.p50_ms);
-                total.p99_ms = std::max(total.p99_ms, p.p99_ms);
-                total.p999_ms = std::max(total.p999_ms, p.p999_ms);
-            }
-            return total;
+            return spread_load(ec.client_ports, c, warm, span, make, check, "");
         };
         auto per_member = [&](auto make, auto check) { return per_member_for(cfg.warmup, cfg.measure, make, check); };
         // put-if-absent: a transaction that puts only if the key was never created.
