@@ -51,6 +51,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -281,7 +282,9 @@ public:
 
     /// Every {pid, value} registered under `key`, sorted by pid (Elixir's lookup).
     std::vector<std::pair<pid, json>> lookup(std::string_view reg, std::string_view key) const {
-        return match(reg, key, json("_"));
+        std::vector<std::pair<pid, json>> out;
+        if (const auto* owners = find_owners(reg, key)) out.assign(owners->begin(), owners->end());
+        return out;
     }
 
     /// The {pid, value} entries under `key` whose value matches `pattern` (see matches()) and
@@ -447,6 +450,8 @@ public:
                     ++regs;
                 }
             }
+            RR_ASSERT(reg.index.size() == reg.entries.size());
+            for (const auto& [key, it] : reg.index) RR_ASSERT(key.data() == it->first.data());
             RR_ASSERT(regs == reg.registrations);
             RR_ASSERT(pids == reg.pids);
             total += regs;
@@ -476,12 +481,57 @@ public:
     }
 
 private:
+    /// std::hash over string_view for the point-lookup index (heterogeneous lookup).
+    struct key_hash {
+        using is_transparent = void;
+        std::size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
+    };
+
     struct registry_data {
+        using owners_map = std::map<pid, json>;
+        using entry_map = std::map<std::string, owners_map, std::less<>>;
+
         keys mode = keys::unique;
-        std::map<std::string, std::map<pid, json>, std::less<>> entries;  ///< key -> pid -> value
+        entry_map entries;  ///< key -> pid -> value; ordered for listings, prefixes and snapshots
+        /// key -> its node in `entries`, for O(1) point lookups (the viewed strings are the
+        /// map's own keys, whose nodes never move). Not state: rebuilt on copy.
+        std::unordered_map<std::string_view, entry_map::iterator, key_hash, std::equal_to<>> index;
         std::map<std::string, json, std::less<>> meta;
         std::map<pid, std::size_t> pids;  ///< pid -> its number of entries here
         std::size_t registrations = 0;
+
+        registry_data() = default;
+        registry_data(registry_data&&) noexcept = default;
+        registry_data& operator=(registry_data&&) noexcept = default;
+        registry_data(const registry_data& o)
+            : mode(o.mode), entries(o.entries), meta(o.meta), pids(o.pids), registrations(o.registrations) {
+            index.reserve(entries.size());
+            for (auto it = entries.begin(); it != entries.end(); ++it) index.emplace(it->first, it);
+        }
+        registry_data& operator=(const registry_data& o) {
+            if (this != &o) *this = registry_data(o);
+            return *this;
+        }
+
+        entry_map::iterator find(std::string_view key) {
+            auto it = index.find(key);
+            return it == index.end() ? entries.end() : it->second;
+        }
+        entry_map::const_iterator find(std::string_view key) const {
+            auto it = index.find(key);
+            return it == index.end() ? entries.cend() : entry_map::const_iterator(it->second);
+        }
+        /// The owners under `key`, created empty if absent.
+        owners_map& owners(const std::string& key) {
+            if (auto it = find(key); it != entries.end()) return it->second;
+            auto it = entries.emplace(key, owners_map{}).first;
+            index.emplace(it->first, it);
+            return it->second;
+        }
+        void erase(entry_map::iterator it) {
+            index.erase(std::string_view(it->first));
+            entries.erase(it);
+        }
     };
     struct life {
         std::uint64_t epoch = 0;
@@ -526,7 +576,7 @@ private:
     const std::map<pid, json>* find_owners(std::string_view reg, std::string_view key) const {
         const auto* r = find_registry(reg);
         if (r == nullptr) return nullptr;
-        auto it = r->entries.find(key);
+        auto it = r->find(key);
         return it == r->entries.end() ? nullptr : &it->second;
     }
 
@@ -576,7 +626,7 @@ private:
 
     void insert_entry(const std::string& name, registry_data& reg, const std::string& key, const pid& p,
                       const json& value) {
-        auto& owners = reg.entries[key];
+        auto& owners = reg.owners(key);
         const bool inserted = owners.emplace(p, value).second;
         RR_ASSERT(inserted);
         RR_ASSERT(reg.mode == keys::duplicate || owners.size() == 1);
@@ -595,7 +645,7 @@ private:
         const ref r{name, key_it->first};
         if (listener_) listener_(event{event::kind::unregistered, name, key_it->first, p, owner_it->second});
         key_it->second.erase(owner_it);
-        if (key_it->second.empty()) reg.entries.erase(key_it);
+        if (key_it->second.empty()) reg.erase(key_it);
         auto bp = by_pid_.find(p);
         RR_ASSERT(bp != by_pid_.end());
         RR_ASSERT(bp->second.erase(r) == 1);
@@ -624,7 +674,7 @@ private:
         for (const auto& [name, key] : refs) {
             auto reg = registries_.find(name);
             RR_ASSERT(reg != registries_.end());
-            auto k = reg->second.entries.find(key);
+            auto k = reg->second.find(key);
             RR_ASSERT(k != reg->second.entries.end());
             auto o = k->second.find(p);
             RR_ASSERT(o != k->second.end());
@@ -662,7 +712,7 @@ private:
         if (life_over(c.owner)) return refused(errc::noproc);
         adopt_life(c.owner);
         auto& data = reg->second;
-        if (auto k = data.entries.find(c.key); k != data.entries.end()) {
+        if (auto k = data.find(c.key); k != data.entries.end()) {
             if (data.mode == keys::unique) {
                 result r = refused(errc::already_registered);
                 r.owner = k->second.begin()->first;
@@ -682,7 +732,7 @@ private:
             return refused(errc::invalid_argument);
         auto reg = registries_.find(c.registry);
         if (reg == registries_.end()) return refused(errc::unknown_registry);
-        auto k = reg->second.entries.find(c.key);
+        auto k = reg->second.find(c.key);
         if (k == reg->second.entries.end()) return refused(errc::not_registered);
         auto o = k->second.find(c.owner);
         if (o == k->second.end())
@@ -700,7 +750,7 @@ private:
         auto reg = registries_.find(c.registry);
         if (reg == registries_.end()) return refused(errc::unknown_registry);
         result r;
-        auto k = reg->second.entries.find(c.key);
+        auto k = reg->second.find(c.key);
         if (k == reg->second.entries.end()) return r;
         auto o = k->second.find(c.owner);
         if (o == k->second.end() || !matches(c.pattern, o->second)) return r;
@@ -716,7 +766,7 @@ private:
             return refused(errc::invalid_argument);
         auto reg = registries_.find(c.registry);
         if (reg == registries_.end()) return refused(errc::unknown_registry);
-        auto k = reg->second.entries.find(c.key);
+        auto k = reg->second.find(c.key);
         if (k == reg->second.entries.end()) return refused(errc::not_registered);
         auto o = k->second.find(c.owner);
         if (o == k->second.end())
