@@ -56,7 +56,9 @@ public:
     nlohmann::json handle_call(const nlohmann::json& request) {
         if (!request.is_object() || request.size() != 1)
             return {{"error", "a request is one of {\"get\": F}, {\"set\": {...}}, {\"delete\": F}, {\"crash\": R}"}};
-        const auto& [verb, arg] = *request.items().begin();
+        const auto first = request.begin();  // the request's only member
+        const std::string& verb = first.key();
+        const nlohmann::json& arg = first.value();
         if (verb == "get") {
             if (arg.is_null()) return fields_;
             if (!arg.is_string()) return {{"error", "get takes a field name or null"}};

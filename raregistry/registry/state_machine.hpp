@@ -451,7 +451,7 @@ public:
                 }
             }
             RR_ASSERT(reg.index.size() == reg.entries.size());
-            for (const auto& [key, it] : reg.index) RR_ASSERT(key.data() == it->first.data());
+            for (const auto& [key, it] : reg.index) RR_ASSERT(key.text.data() == it->first.data());
             RR_ASSERT(regs == reg.registrations);
             RR_ASSERT(pids == reg.pids);
             total += regs;
@@ -481,10 +481,16 @@ public:
     }
 
 private:
-    /// std::hash over string_view for the point-lookup index (heterogeneous lookup).
+    /// A key of the point-lookup index: a view of the key string and its hash, kept together
+    /// so that walking a bucket compares hashes before touching (cold) key strings.
+    struct hashed_key {
+        std::string_view text;
+        std::size_t hash;
+        explicit hashed_key(std::string_view s) : text(s), hash(std::hash<std::string_view>{}(s)) {}
+        bool operator==(const hashed_key& o) const noexcept { return hash == o.hash && text == o.text; }
+    };
     struct key_hash {
-        using is_transparent = void;
-        std::size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
+        std::size_t operator()(const hashed_key& k) const noexcept { return k.hash; }
     };
 
     struct registry_data {
@@ -495,7 +501,7 @@ private:
         entry_map entries;  ///< key -> pid -> value; ordered for listings, prefixes and snapshots
         /// key -> its node in `entries`, for O(1) point lookups (the viewed strings are the
         /// map's own keys, whose nodes never move). Not state: rebuilt on copy.
-        std::unordered_map<std::string_view, entry_map::iterator, key_hash, std::equal_to<>> index;
+        std::unordered_map<hashed_key, entry_map::iterator, key_hash> index;
         std::map<std::string, json, std::less<>> meta;
         std::map<pid, std::size_t> pids;  ///< pid -> its number of entries here
         std::size_t registrations = 0;
@@ -506,7 +512,7 @@ private:
         registry_data(const registry_data& o)
             : mode(o.mode), entries(o.entries), meta(o.meta), pids(o.pids), registrations(o.registrations) {
             index.reserve(entries.size());
-            for (auto it = entries.begin(); it != entries.end(); ++it) index.emplace(it->first, it);
+            for (auto it = entries.begin(); it != entries.end(); ++it) index.emplace(hashed_key(it->first), it);
         }
         registry_data& operator=(const registry_data& o) {
             if (this != &o) *this = registry_data(o);
@@ -514,22 +520,22 @@ private:
         }
 
         entry_map::iterator find(std::string_view key) {
-            auto it = index.find(key);
+            auto it = index.find(hashed_key(key));
             return it == index.end() ? entries.end() : it->second;
         }
         entry_map::const_iterator find(std::string_view key) const {
-            auto it = index.find(key);
+            auto it = index.find(hashed_key(key));
             return it == index.end() ? entries.cend() : entry_map::const_iterator(it->second);
         }
         /// The owners under `key`, created empty if absent.
         owners_map& owners(const std::string& key) {
             if (auto it = find(key); it != entries.end()) return it->second;
             auto it = entries.emplace(key, owners_map{}).first;
-            index.emplace(it->first, it);
+            index.emplace(hashed_key(it->first), it);
             return it->second;
         }
         void erase(entry_map::iterator it) {
-            index.erase(std::string_view(it->first));
+            index.erase(hashed_key(it->first));
             entries.erase(it);
         }
     };
