@@ -543,6 +543,39 @@ run_stats api_load(rr_cluster& rc, int clients, std::chrono::milliseconds warmup
     return st->s;
 }
 
+/// The project's goals (issue "Benchmarks that decide") against this run's figures: each
+/// {value, goal, met}; a figure the run did not measure is left out. Printed plainly.
+json targets_section(const json& result) {
+    json out = json::object();
+    auto figure = [&](const json::json_pointer& at) -> std::optional<double> {
+        if (!result.contains(at) || !result.at(at).is_number()) return std::nullopt;
+        return result.at(at).get<double>();
+    };
+    auto target = [&](const std::string& name, std::optional<double> value, double goal, bool at_least,
+                      const std::string& what) {
+        if (!value) return;
+        const bool met = at_least ? *value >= goal : *value <= goal;
+        out[name] = {{"value", *value}, {"goal", goal}, {"at_least", at_least}, {"met", met}, {"what", what}};
+        char buf[240];
+        std::snprintf(buf, sizeof buf, "  %-40s %9.3f  goal %s %-6g %s", name.c_str(), *value, at_least ? ">=" : "<=",
+                      goal, met ? "met" : "NOT MET");
+        progress(buf);
+    };
+    progress("== goals");
+    target("register_c64_vs_etcd", figure("/ratios/register_c64_vs_etcd"_json_pointer), 10, true,
+           "HTTP register at 64 clients, raregistry / etcd put-if-absent");
+    target("lookup_linearizable_c64_vs_etcd", figure("/ratios/lookup_linearizable_c64_vs_etcd"_json_pointer), 20, true,
+           "HTTP linearizable lookup at 64 clients, raregistry / etcd linearizable range");
+    target("sequential_register_p50_ms", figure("/api/register/1/p50_ms"_json_pointer), 0.5, false,
+           "C++ API register at 1 client, median latency (ms)");
+    target("sequential_register_p50_ms_http", figure("/http/raregistry/register/1/p50_ms"_json_pointer), 0.5, false,
+           "HTTP register at 1 client, median latency (ms)");
+    target("local_lookup_cost_vs_unordered_map",
+           figure("/ratios/local_lookup_cost_vs_unordered_map"_json_pointer), 1.5, false,
+           "local lookup at the scaling size, cost / bare std::unordered_map lookup");
+    return out;
+}
+
 json api_section(const settings& cfg, json& ratios, json& baseline_out) {
     json out = json::object();
     progress("== C++ API: a node in this process (the leader) + 2 raregistryd (TLS, fsync)");
@@ -892,6 +925,7 @@ int suite_main(int argc, char** argv) {
         std::snprintf(buf, sizeof buf, "  %-44s %8.2f", k.c_str(), v.get<double>());
         progress(buf);
     }
+    result["targets"] = targets_section(result);
     const std::string text = result.dump(2);
     if (!cfg.json_path.empty()) {
         std::ofstream(cfg.json_path) << text << "\n";
