@@ -26,7 +26,9 @@
 // segment) was never acknowledged and is cut off. Any other damage is a hard error naming
 // the file and the offset: the node refuses to start rather than run on a damaged log.
 //
-// Thread safety: one owner (the node's executor); not thread-safe.
+// Thread safety: one owner (the node's executor); not thread-safe. With
+// options::complete_on, fsyncs and snapshot files are written on a worker thread of the
+// storage's own, one job at a time, and their bookkeeping is handed back to the owner.
 
 #include <raregistry/detail/assert.hpp>
 #include <raregistry/detail/crc32c.hpp>
@@ -165,23 +167,20 @@ public:
     }
 
     /// Compaction: the snapshot stands for every entry up to its index; segments wholly
-    /// below it are deleted once the snapshot is durable.
+    /// below it are deleted once the snapshot is durable. With options::complete_on the file
+    /// is written and fsynced on the worker thread (a large image must not stall the owner's
+    /// event loop, and with it heartbeats); a snapshot saved while another is being written
+    /// is skipped (the log keeps its entries until a later one is durable).
     void save_snapshot(const raft::snapshot& s) {
         if (s.meta.index <= snap_meta_index()) return;
+        if (opts_.complete_on) return save_snapshot_offloaded(s);
         write_snapshot(s, generation_);
-        for (auto it = segments_.begin(); it != segments_.end();) {
-            if (it->max_index <= s.meta.index && it->path != current_path_) {
-                std::filesystem::remove(it->path);
-                it = segments_.erase(it);
-            } else {
-                ++it;
-            }
-        }
-        fsync_dir();
+        drop_segments_through(s.meta.index);
     }
 
     /// Installation: the snapshot replaces the whole log (a new WAL generation).
     void reset_to_snapshot(const raft::snapshot& s) {
+        wait_idle();  // a snapshot being written by the worker must not race this one
         flush_buffer();
         write_snapshot(s, generation_ + 1);
         ++generation_;
@@ -428,6 +427,45 @@ private:
                 done();
             });
         };
+        post_job(std::move(job));
+    }
+
+    void save_snapshot_offloaded(const raft::snapshot& s) {
+        if (snapshot_in_flight_) return;
+        snapshot_in_flight_ = true;
+        const std::uint64_t generation = generation_;
+        post_job([this, s, generation, alive = alive_] {
+            std::exception_ptr failure;
+            try {
+                write_atomically("SNAPSHOT", encode_snapshot_file(s, generation), "snapshot");
+            } catch (...) {
+                failure = std::current_exception();
+            }
+            opts_.complete_on([this, index = s.meta.index, generation, failure, alive] {
+                if (!*alive) return;
+                snapshot_in_flight_ = false;
+                if (failure) std::rethrow_exception(failure);  // the disk failed: nothing may go on
+                if (generation != generation_) return;  // an installed snapshot replaced it meanwhile
+                snap_index_ = std::max(snap_index_, index);
+                drop_segments_through(index);
+            });
+        });
+    }
+
+    /// Deletes the segments wholly covered by a durable snapshot at `index`.
+    void drop_segments_through(std::uint64_t index) {
+        for (auto it = segments_.begin(); it != segments_.end();) {
+            if (it->max_index <= index && it->path != current_path_) {
+                std::filesystem::remove(it->path);
+                it = segments_.erase(it);
+            } else {
+                ++it;
+            }
+        }
+        fsync_dir();
+    }
+
+    void post_job(std::function<void()> job) {
         {
             std::lock_guard lock(mu_);
             jobs_.push_back(std::move(job));
@@ -436,15 +474,25 @@ private:
         cv_.notify_one();
     }
 
+    /// Blocks until the worker has nothing queued or running (its completions may still be
+    /// on their way to the owner).
+    void wait_idle() {
+        std::unique_lock lock(mu_);
+        idle_cv_.wait(lock, [this] { return jobs_.empty() && !working_; });
+    }
+
     void work() {
         for (;;) {
             std::function<void()> job;
             {
                 std::unique_lock lock(mu_);
+                working_ = false;
+                idle_cv_.notify_all();
                 cv_.wait(lock, [this] { return quit_ || !jobs_.empty(); });
                 if (jobs_.empty()) return;
                 job = std::move(jobs_.front());
                 jobs_.pop_front();
+                working_ = true;
             }
             job();
         }
@@ -470,6 +518,11 @@ private:
     }
 
     void write_snapshot(const raft::snapshot& s, std::uint64_t generation) {
+        write_atomically("SNAPSHOT", encode_snapshot_file(s, generation), "snapshot");
+        snap_index_ = s.meta.index;
+    }
+
+    static std::string encode_snapshot_file(const raft::snapshot& s, std::uint64_t generation) {
         std::string out = "RRSNAP02";
         put64(out, generation);
         put64(out, s.meta.index);
@@ -482,8 +535,7 @@ private:
         char crc[4];
         store32(crc, detail::crc32c(out));
         out.append(crc, 4);
-        write_atomically("SNAPSHOT", out, "snapshot");
-        snap_index_ = s.meta.index;
+        return out;
     }
 
     std::uint64_t snap_meta_index() const noexcept { return snap_index_; }
@@ -634,8 +686,11 @@ private:
     std::thread worker_;
     std::mutex mu_;
     std::condition_variable cv_;
+    std::condition_variable idle_cv_;
     std::deque<std::function<void()>> jobs_;
     bool quit_ = false;
+    bool working_ = false;               ///< a job is running (guarded by mu_)
+    bool snapshot_in_flight_ = false;    ///< owner's thread only
 
     void record_fsync(std::chrono::steady_clock::duration d) {
         const auto us = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(d).count());

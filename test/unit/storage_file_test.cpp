@@ -12,6 +12,9 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <mutex>
+#include <thread>
 
 using namespace raregistry;
 namespace fs = std::filesystem;
@@ -56,6 +59,29 @@ std::vector<fs::path> segments(const fs::path& dir) {
     std::sort(out.begin(), out.end());
     return out;
 }
+
+/// Completions handed back by an offloading storage::file, run on the test's thread.
+struct completions {
+    std::mutex mu;
+    std::vector<std::function<void()>> queued;
+    void post(std::function<void()> f) {
+        std::lock_guard lock(mu);
+        queued.push_back(std::move(f));
+    }
+    /// Waits for at least one completion, then runs every one queued.
+    void run() {
+        std::vector<std::function<void()>> now;
+        for (;;) {
+            {
+                std::lock_guard lock(mu);
+                now.swap(queued);
+            }
+            if (!now.empty()) break;
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        }
+        for (auto& f : now) f();
+    }
+};
 
 std::error_code open_error(const storage::file::options& o, std::string* message = nullptr) {
     try {
@@ -331,6 +357,44 @@ TEST_CASE("compaction deletes whole segments below the snapshot, and a restart a
     CHECK(st.snap.meta.index == 150);
     REQUIRE(st.entries.size() == 50);
     CHECK(st.entries.front().index == 151);
+    CHECK(st.entries.back().data == "value-200");
+}
+
+TEST_CASE("offloaded: a snapshot is written on the worker, segments go only once it is durable") {
+    completions q;
+    temp_dir d;
+    {
+        auto o = opts(d.path, 512);
+        o.complete_on = [&q](std::function<void()> f) { q.post(std::move(f)); };
+        storage::file s(o);
+        for (raft::index_t i = 1; i <= 200; i += 10) {
+            std::vector<raft::entry> ents;
+            for (raft::index_t j = i; j <= i + 9; ++j) ents.push_back(make_entry(j, 1, "value-" + std::to_string(j)));
+            s.append(ents);
+            bool synced = false;
+            s.sync([&] { synced = true; });
+            while (!synced) q.run();
+        }
+        const auto before = segments(d.path).size();
+        REQUIRE(before > 5);
+        raft::snapshot first, second;
+        first.meta = {150, 1, {{1, 2, 3}, {}, {}, false, {}}};
+        first.data = std::make_shared<const std::string>("image at 150");
+        second.meta = {160, 1, {{1, 2, 3}, {}, {}, false, {}}};
+        second.data = std::make_shared<const std::string>("image at 160");
+        s.save_snapshot(first);
+        s.save_snapshot(second);  // the first is still being written: skipped, not raced
+        CHECK(segments(d.path).size() == before);  // nothing is deleted before the completion
+        q.run();
+        CHECK(segments(d.path).size() < before);
+        s.save_snapshot(second);  // now it goes through
+        q.run();
+    }
+    storage::file s(opts(d.path, 512));
+    auto st = s.load();
+    CHECK(st.snap.meta.index == 160);
+    CHECK(*st.snap.data == "image at 160");
+    REQUIRE(!st.entries.empty());
     CHECK(st.entries.back().data == "value-200");
 }
 
