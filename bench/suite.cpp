@@ -201,10 +201,15 @@ struct rr_cluster {
     std::thread io_thread;
     std::vector<std::string> extra;
 
-    std::chrono::milliseconds node_down_after{1000}, fence_after{500};
+    std::chrono::milliseconds node_down_after{5000}, fence_after{2000};
+    /// 50 ms: elections after 0.5-1 s of silence. A snapshot is serialized on the node's event
+    /// loop (about 0.3 s at 1,000,000 registrations, more under load); the default 20 ms tick
+    /// (elections after 0.2-0.4 s) would turn each snapshot of a large registry into an election.
+    std::chrono::milliseconds tick{50};
 
+    /// Library defaults for node_down_after and fence_after unless told otherwise.
     rr_cluster(const settings& s, const std::string& tag, int n, bool with_api,
-               std::chrono::milliseconds down = 1000ms, std::chrono::milliseconds fence = 500ms)
+               std::chrono::milliseconds down = 5000ms, std::chrono::milliseconds fence = 2000ms)
         : cfg(s), dir(s.root / tag), node_down_after(down), fence_after(fence) {
         fs::create_directories(dir);
         for (int i = 0; i < n; ++i) {
@@ -224,10 +229,10 @@ struct rr_cluster {
             c.data_dir = (dir / "n1").string();
             c.tls_dir = cfg.tls.string();
             c.registries = {{"bench", rr::keys::unique}, {"topics", rr::keys::duplicate}};
-            c.tick = 20ms;
+            c.tick = tick;
             c.node_down_after = node_down_after;
             c.fence_after = fence_after;
-            c.log = [log = std::make_shared<std::ofstream>(dir / "n1.log")](const std::string& line) { *log << line << "\n"; };
+            c.log = [log = std::make_shared<std::ofstream>(dir / "n1.log")](const std::string& line) { *log << line << std::endl; };
             io = std::make_unique<boost::asio::io_context>();
             node = std::make_unique<rr::tcp_node>(*io, c);
             node->start();
@@ -258,7 +263,8 @@ struct rr_cluster {
                                       "--data-dir", (dir / m.name).string(), "--tls-dir", cfg.tls.string(), "--http",
                                       "127.0.0.1:" + std::to_string(m.http_port), "--token", token, "--registry",
                                       "bench=unique", "--registry", "topics=duplicate", "--node-down-after-ms",
-                                      std::to_string(node_down_after.count()), "--fence-after-ms", std::to_string(fence_after.count())};
+                                      std::to_string(node_down_after.count()), "--fence-after-ms", std::to_string(fence_after.count()),
+                                      "--tick-ms", std::to_string(tick.count())};
         args.insert(args.end(), how.begin(), how.end());
         args.insert(args.end(), extra.begin(), extra.end());
         m.proc = std::make_unique<child>(args, dir / (m.name + ".log"));
@@ -903,6 +909,7 @@ int suite_main(int argc, char** argv) {
                           {"clients", cfg.clients},
                           {"fsync", true},
                           {"tls", true},
+                          {"tick_ms", 50},
                           {"registrations", cfg.registrations}};
     json ratios = json::object(), baseline = json::object();
     int rc = 0;

@@ -159,6 +159,7 @@ public:
         self_pid_ = spawn_process({}, {});
         announce_life();
         schedule_liveness();
+        schedule_sweep();
     }
 
     /// Stops: pending operations complete with shutting_down; local processes exit.
@@ -174,7 +175,7 @@ public:
         for (auto& [_, op] : reads) finish_read(*op, errc::shutting_down);
         auto calls = std::move(calls_);
         calls_.clear();
-        for (auto& [_, done] : calls) done(errc::shutting_down, json());
+        for (auto& [_, c] : calls) c.done(errc::shutting_down, json());
         auto procs = std::move(procs_);
         procs_.clear();
         for (auto& [p, proc] : procs)
@@ -197,8 +198,7 @@ public:
     void call(const pid& to, json request, duration timeout, call_done done) {
         if (stopped_) return transport_.post([done = std::move(done)] { done(errc::shutting_down, json()); });
         const std::uint64_t id = ++call_ids_;
-        calls_.emplace(id, std::move(done));
-        transport_.after(timeout, [this, id] { finish_call(id, errc::timeout, json()); });
+        calls_.emplace(id, pending_call{std::move(done), transport_.now() + timeout});
         if (to.node == opts_.name) {
             transport_.post([this, id, to, request = std::move(request)] {
                 serve_call(to, request, [this, id](std::error_code ec, json answer) { finish_call(id, ec, std::move(answer)); });
@@ -324,7 +324,7 @@ public:
         writes_.emplace(op->id, op);
         if (free_lanes_.empty()) {
             waiting_.push_back(op);
-            arm_deadline(op);
+            op->retry_at = op->deadline;  // the sweep times it out if no lane frees up
             return;
         }
         take_lane(*op);
@@ -493,6 +493,7 @@ private:
         std::string bytes;
         write_handler handler;
         duration deadline{};
+        duration retry_at{};  ///< the current try ends: the sweep tries again (or times out)
         std::uint32_t attempt = 0;
         bool session = true;
         bool maybe_sent = false;
@@ -506,6 +507,7 @@ private:
         bool lease = false;
         read_handler handler;
         duration deadline{};
+        duration retry_at{};  ///< the current try ends: the sweep tries again (or times out)
         std::uint32_t attempt = 0;
         bool done = false;
     };
@@ -588,12 +590,6 @@ private:
         attempt(op);
     }
 
-    void arm_deadline(const std::shared_ptr<write_op>& op) {
-        transport_.after(op->deadline - transport_.now(), [this, op] {
-            if (!op->done && !stopped_ && transport_.now() >= op->deadline) attempt(op);
-        });
-    }
-
     void attempt(const std::shared_ptr<write_op>& op) {
         if (op->done || stopped_) return;
         const duration now = transport_.now();
@@ -606,11 +602,8 @@ private:
             return finish(*op, errc::not_leader, {});  // a deposed leader's decision is void
         const std::uint32_t n = ++op->attempt;
         if (n > 1) ++stats_.write_retries;
-        const duration wait = std::min<duration>(std::chrono::duration_cast<duration>(opts_.attempt_timeout),
-                                                 op->deadline - now);
-        transport_.after(wait, [this, op, n] {
-            if (!op->done && !stopped_ && op->attempt == n) attempt(op);
-        });
+        op->retry_at = now + std::min<duration>(std::chrono::duration_cast<duration>(opts_.attempt_timeout),
+                                                op->deadline - now);
         const raft::node_id leader = node_->core().leader();
         const raft::node_id self = transport_.self();
         if (leader == self && node_->core().is_leader()) {
@@ -672,11 +665,8 @@ private:
         const duration now = transport_.now();
         if (now >= op->deadline) return finish_read(*op, errc::timeout);
         const std::uint32_t n = ++op->attempt;
-        const duration wait = std::min<duration>(std::chrono::duration_cast<duration>(opts_.attempt_timeout),
-                                                 op->deadline - now);
-        transport_.after(wait, [this, op, n] {
-            if (!op->done && !stopped_ && op->attempt == n) read_attempt(op);
-        });
+        op->retry_at = now + std::min<duration>(std::chrono::duration_cast<duration>(opts_.attempt_timeout),
+                                                op->deadline - now);
         auto on_barrier = [this, op, n](std::error_code ec) {
             if (op->done || stopped_) return;
             if (!ec) return finish_read(*op, {});
@@ -910,7 +900,7 @@ private:
     void finish_call(std::uint64_t id, std::error_code ec, json answer) {
         auto it = calls_.find(id);
         if (it == calls_.end()) return;
-        auto done = std::move(it->second);
+        auto done = std::move(it->second.done);
         calls_.erase(it);
         done(ec, std::move(answer));
     }
@@ -1011,6 +1001,38 @@ private:
             std::to_string(term) + (conf->forced ? ", forced after a quorum loss" : "") +
             "); it will not campaign or vote. Wipe its data directory and add it again as a new member.");
         if (opts_.on_removed) opts_.on_removed();
+    }
+
+    /// Every tick: tries again the writes and reads whose try ran out, and ends the calls and
+    /// operations past their deadline. One timer for all of them: a timer per operation left
+    /// hundreds of thousands in Asio's timer heap under load and stalled the event loop past
+    /// fence_after.
+    void schedule_sweep() {
+        transport_.after(std::chrono::duration_cast<duration>(opts_.tick), [this] {
+            if (stopped_) return;
+            sweep();
+            schedule_sweep();
+        });
+    }
+
+    void sweep() {
+        const duration now = transport_.now();
+        std::vector<std::shared_ptr<write_op>> writes;
+        for (const auto& [_, op] : writes_)
+            if (now >= op->retry_at) writes.push_back(op);
+        std::vector<std::shared_ptr<read_op>> reads;
+        for (const auto& [_, op] : reads_)
+            if (now >= op->retry_at) reads.push_back(op);
+        std::vector<std::uint64_t> calls;
+        for (const auto& [id, c] : calls_)
+            if (now >= c.deadline) calls.push_back(id);
+        // By id: the maps are unordered, and simulated runs must not depend on their order.
+        auto by_id = [](const auto& a, const auto& b) { return a->id < b->id; };
+        std::sort(writes.begin(), writes.end(), by_id);
+        std::sort(reads.begin(), reads.end(), by_id);
+        for (auto& op : writes) attempt(op);
+        for (auto& op : reads) read_attempt(op);
+        for (auto id : calls) finish_call(id, errc::timeout, json());
     }
 
     void schedule_liveness() {
@@ -1320,7 +1342,11 @@ private:
     std::uint64_t listener_ids_ = 0;
     std::map<std::uint64_t, app_handler> user_apps_;
     std::uint64_t call_ids_ = 0;
-    std::map<std::uint64_t, call_done> calls_;  ///< calls waiting for an answer
+    struct pending_call {
+        call_done done;
+        duration deadline{};
+    };
+    std::map<std::uint64_t, pending_call> calls_;  ///< calls waiting for an answer
     std::map<std::string, keys> created_;  ///< registries this node saw created
     counters stats_;
 };

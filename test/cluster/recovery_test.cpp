@@ -2,7 +2,7 @@
 // on): SIGKILL chaos under a registry workload checked for linearizability, force-leader
 // after losing 2 of 3 nodes, and members added and removed under load.
 //
-// The chaos test runs for RR_CHAOS_SECONDS (default 45; `tools/dev chaos --duration S` runs it
+// The chaos test runs for RR_CHAOS_SECONDS (default 60, as in CI; `tools/dev chaos --duration S` runs it
 // longer). Its history is checked with testing::linearizability; a failure prints the key
 // and the node logs.
 
@@ -190,7 +190,7 @@ std::string node_life(const std::string& pid) {
 }  // namespace
 
 TEST_CASE("chaos: SIGKILL of the leader and SIGSTOP of a node under load; the history is linearizable") {
-    const int seconds = std::getenv("RR_CHAOS_SECONDS") ? std::atoi(std::getenv("RR_CHAOS_SECONDS")) : 45;
+    const int seconds = std::getenv("RR_CHAOS_SECONDS") ? std::atoi(std::getenv("RR_CHAOS_SECONDS")) : 60;
     cluster c(3, 3, {"--node-down-after-ms", "3000", "--fence-after-ms", "1500"});
     REQUIRE_MESSAGE(wait_for([&] { return c.healthy(0) && c.healthy(1) && c.healthy(2); }), c.logs());
 
