@@ -158,8 +158,8 @@ public:
         confirmed_ = started_at_;
         self_pid_ = spawn_process({}, {});
         announce_life();
-        schedule_liveness();
-        schedule_sweep();
+        repeat(std::chrono::duration_cast<duration>(opts_.beacon_interval), &replica::liveness_round);
+        repeat(std::chrono::duration_cast<duration>(opts_.tick), &replica::sweep);
     }
 
     /// Stops: pending operations complete with shutting_down; local processes exit.
@@ -1003,18 +1003,19 @@ private:
         if (opts_.on_removed) opts_.on_removed();
     }
 
+    /// Runs `round` every `period` until the replica stops.
+    void repeat(duration period, void (replica::*round)()) {
+        transport_.after(period, [this, period, round] {
+            if (stopped_) return;
+            (this->*round)();
+            repeat(period, round);
+        });
+    }
+
     /// Every tick: tries again the writes and reads whose try ran out, and ends the calls and
     /// operations past their deadline. One timer for all of them: a timer per operation left
     /// hundreds of thousands in Asio's timer heap under load and stalled the event loop past
     /// fence_after.
-    void schedule_sweep() {
-        transport_.after(std::chrono::duration_cast<duration>(opts_.tick), [this] {
-            if (stopped_) return;
-            sweep();
-            schedule_sweep();
-        });
-    }
-
     void sweep() {
         const duration now = transport_.now();
         std::vector<std::shared_ptr<write_op>> writes;
@@ -1033,14 +1034,6 @@ private:
         for (auto& op : writes) attempt(op);
         for (auto& op : reads) read_attempt(op);
         for (auto id : calls) finish_call(id, errc::timeout, json());
-    }
-
-    void schedule_liveness() {
-        transport_.after(std::chrono::duration_cast<duration>(opts_.beacon_interval), [this] {
-            if (stopped_) return;
-            liveness_round();
-            schedule_liveness();
-        });
     }
 
     void liveness_round() {

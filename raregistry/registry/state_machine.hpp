@@ -487,6 +487,7 @@ private:
         std::string_view text;
         std::size_t hash;
         explicit hashed_key(std::string_view s) : text(s), hash(std::hash<std::string_view>{}(s)) {}
+        hashed_key(std::string_view s, std::size_t h) : text(s), hash(h) {}
         bool operator==(const hashed_key& o) const noexcept { return hash == o.hash && text == o.text; }
     };
     struct key_hash {
@@ -529,9 +530,10 @@ private:
         }
         /// The owners under `key`, created empty if absent.
         owners_map& owners(const std::string& key) {
-            if (auto it = find(key); it != entries.end()) return it->second;
+            const hashed_key probe(key);  // hashed once, for the lookup and the insertion
+            if (auto found = index.find(probe); found != index.end()) return found->second->second;
             auto it = entries.emplace(key, owners_map{}).first;
-            index.emplace(hashed_key(it->first), it);
+            index.emplace(hashed_key(it->first, probe.hash), it);
             return it->second;
         }
         void erase(entry_map::iterator it) {
