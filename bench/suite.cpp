@@ -26,6 +26,7 @@
 
 #include <raregistry/node.hpp>
 #include <raregistry/registry/server.hpp>
+#include <raregistry/testing/child_process.hpp>
 
 #include <nlohmann/json.hpp>
 
@@ -46,7 +47,6 @@
 #include <unordered_map>
 #include <vector>
 
-#include <sys/wait.h>
 #include <unistd.h>
 
 namespace rrbench {
@@ -63,40 +63,7 @@ namespace {
 void progress(const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); }
 
 /// A child process (raregistryd, etcd) with its output in a file.
-struct child {
-    pid_t pid = -1;
-    child(const std::vector<std::string>& args, const fs::path& log) {
-        std::fflush(nullptr);
-        pid = ::fork();
-        if (pid == 0) {
-            if (!std::freopen(log.c_str(), "a", stdout)) ::_exit(126);
-            ::dup2(::fileno(stdout), 2);
-            std::vector<char*> argv;
-            for (auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-            argv.push_back(nullptr);
-            ::execvp(argv[0], argv.data());
-            ::_exit(127);
-        }
-    }
-    child(const child&) = delete;
-    child& operator=(const child&) = delete;
-    void stop(int sig = SIGTERM) {
-        if (pid <= 0) return;
-        ::kill(pid, sig);
-        int status = 0;
-        ::waitpid(pid, &status, 0);
-        pid = -1;
-    }
-    ~child() { stop(SIGKILL); }
-    /// Resident memory in bytes (VmRSS), 0 if unknown.
-    std::uint64_t rss() const {
-        std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-        std::string line;
-        while (std::getline(in, line))
-            if (line.rfind("VmRSS:", 0) == 0) return std::strtoull(line.c_str() + 6, nullptr, 10) * 1024;
-        return 0;
-    }
-};
+using child = rr::testing::child_process;
 
 std::uint16_t free_port() {
     boost::asio::io_context io;

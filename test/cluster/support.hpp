@@ -7,6 +7,8 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 
+#include <raregistry/testing/child_process.hpp>
+
 #include <chrono>
 #include <csignal>
 #include <cstdio>
@@ -48,44 +50,8 @@ inline fs::path certs(const std::string& tag, const std::vector<std::string>& na
     return dir;
 }
 
-/// A child process; its standard output and error go to a file the test reads.
-struct process {
-    pid_t pid = -1;
-    fs::path out;
-    process(const std::vector<std::string>& args, fs::path output) : out(std::move(output)) {
-        std::fflush(nullptr);  // else the child's freopen flushes our buffered output a second time
-        pid = ::fork();
-        REQUIRE(pid >= 0);
-        if (pid == 0) {
-            if (std::freopen(out.c_str(), "a", stdout) == nullptr) ::_exit(126);
-            ::dup2(::fileno(stdout), 2);
-            std::vector<char*> argv;
-            for (auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-            argv.push_back(nullptr);
-            ::execv(argv[0], argv.data());
-            ::_exit(127);
-        }
-    }
-    process(const process&) = delete;
-    process& operator=(const process&) = delete;
-    std::string output() const {
-        std::ifstream in(out);
-        return std::string(std::istreambuf_iterator<char>(in), {});
-    }
-    void signal(int sig) const {
-        if (pid > 0) ::kill(pid, sig);
-    }
-    /// Sends `sig` and reaps the process; its wait status.
-    int stop(int sig = SIGTERM) {
-        if (pid < 0) return -1;
-        ::kill(pid, sig);
-        int status = 0;
-        ::waitpid(pid, &status, 0);
-        pid = -1;
-        return status;
-    }
-    ~process() { stop(SIGKILL); }
-};
+/// A node binary run as a child process, its output in a file the test reads.
+using process = raregistry::testing::child_process;
 
 /// Polls `pred` every 20 ms until it holds or `limit` passes.
 inline bool wait_for(const std::function<bool()>& pred, std::chrono::milliseconds limit = std::chrono::seconds(20)) {
