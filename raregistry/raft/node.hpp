@@ -13,10 +13,15 @@
 // its fsync (as in etcd's classic loop): an fsync slower than the election timeout costs an
 // election.
 //
+// Snapshots: after enough applied entries the state machine is serialized and the log
+// compacted. A state machine that serializes in steps (state_machine_in_steps) is serialized
+// a step per turn of the event loop; applying waits meanwhile, everything else goes on.
+//
 // Thread safety: a node and its core, storage and state machine belong to the transport's
 // executor; call every member from there (TCP: the node's strand; sim: the simulator).
 
 #include <raregistry/detail/assert.hpp>
+#include <raregistry/detail/resumable.hpp>
 #include <raregistry/error.hpp>
 #include <raregistry/raft/core.hpp>
 #include <raregistry/transport/concepts.hpp>
@@ -31,6 +36,13 @@
 #include <unordered_map>
 
 namespace raregistry::raft {
+
+/// A state machine that can serialize its snapshot in steps (as registry::state_machine
+/// does): the node then takes snapshots without stalling its event loop.
+template <class M>
+concept state_machine_in_steps = requires(const M& sm, std::shared_ptr<std::string> out, std::size_t n) {
+    { sm.snapshot_steps(out, n).resume() } -> std::same_as<bool>;
+};
 
 template <raft_transport Transport, raft_storage Storage, raft_state_machine StateMachine>
 class node {
@@ -50,6 +62,12 @@ public:
         /// large state is not serialized again every few thousand entries (the cost of
         /// snapshots per entry stays bounded; the log kept in memory grows with the state).
         std::size_t snapshot_image_bytes_per_entry = 256;
+        /// With a state machine that serializes in steps (`snapshot_steps`, see
+        /// state_machine_in_steps): keys serialized per turn of the event loop.
+        std::size_t snapshot_keys_per_step = 4096;
+        /// Pause between two steps (0: the next turn of the loop). The simulator sets one to
+        /// give serialization a cost in its virtual time.
+        duration snapshot_step_pause{0};
         /// Test hooks: every ready taken, every entry applied.
         std::function<void(const ready&)> on_ready;
         std::function<void(const entry&)> on_apply;
@@ -93,6 +111,7 @@ public:
     /// Stops ticking and receiving; pending handlers get shutting_down.
     void stop() {
         stopped_ = true;
+        snapshotting_.reset();
         transport_.on_receive([](message) {});
         auto proposals = std::move(proposals_);
         auto requests = std::move(read_requests_);
@@ -201,6 +220,9 @@ public:
         return ok;
     }
 
+    /// A snapshot is being serialized in steps: entries committed meanwhile wait to be applied.
+    bool snapshotting() const noexcept { return snapshotting_.has_value(); }
+
     const raft::core& core() const { return *core_; }
     Transport& net() noexcept { return transport_; }
     StateMachine& state_machine() noexcept { return sm_; }
@@ -283,6 +305,7 @@ private:
         core_->persisted(r);
         check_conf();
         if (r.snap) {
+            snapshotting_.reset();  // our own snapshot in progress is older: abandon it
             sm_.restore(*r.snap->data);
             sm_applied_ = r.snap->meta.index;
             fail_proposals_up_to(r.snap->meta.index);
@@ -293,6 +316,7 @@ private:
     }
 
     void apply() {
+        if (snapshotting_) return;  // the state stays put until the snapshot is serialized
         auto ents = core_->to_apply();
         if (ents.empty()) return;
         const index_t first = ents.front().index, last = ents.back().index;
@@ -337,10 +361,39 @@ private:
         const auto& log = core_->log();
         const index_t due = std::max<index_t>(opts_.snapshot_entries,
                                               log.snap().data->size() / std::max<std::size_t>(opts_.snapshot_image_bytes_per_entry, 1));
-        if (log.applied() - log.snap().meta.index < due) return;
-        auto image = std::make_shared<const std::string>(sm_.snapshot());
-        core_->compact(log.applied(), std::move(image));
-        storage_.save_snapshot(core_->log().snap());
+        if (snapshotting_ || log.applied() - log.snap().meta.index < due) return;
+        if constexpr (state_machine_in_steps<StateMachine>) {
+            // Serialized a step per turn of the loop, so that heartbeats, votes and reads go
+            // on meanwhile; only applying waits (the state must not change under it).
+            auto image = std::make_shared<std::string>();
+            snapshotting_.emplace(snapshot_job{log.applied(), image, sm_.snapshot_steps(image, opts_.snapshot_keys_per_step)});
+            step_snapshot(++snapshot_serial_);
+        } else {
+            auto image = std::make_shared<const std::string>(sm_.snapshot());
+            core_->compact(log.applied(), std::move(image));
+            storage_.save_snapshot(core_->log().snap());
+        }
+    }
+
+    /// Runs the next step of the snapshot in progress (if it is still `serial`) in a turn of
+    /// its own; once it is done, compacts the log, saves the image and applies what waited.
+    void step_snapshot(std::uint64_t serial) {
+        auto step = [this, serial] {
+            if (stopped_ || !snapshotting_ || snapshot_serial_ != serial) return;
+            if (!snapshotting_->job.resume()) return step_snapshot(serial);
+            const index_t index = snapshotting_->index;
+            auto image = std::make_shared<const std::string>(std::move(*snapshotting_->image));
+            snapshotting_.reset();
+            // A snapshot from the leader may have replaced the log meanwhile; ours is then older.
+            if (core_->log().snap().meta.index < index && index <= core_->log().applied()) {
+                core_->compact(index, std::move(image));
+                storage_.save_snapshot(core_->log().snap());
+            }
+            if (!persisting_) apply();  // else finish() applies once the sync is done
+            if (core_->has_ready()) kick();
+        };
+        if (opts_.snapshot_step_pause == duration::zero()) transport_.post(std::move(step));
+        else transport_.after(opts_.snapshot_step_pause, std::move(step));
     }
 
     void handle_reads(std::vector<read_state>& reads) {
@@ -384,6 +437,14 @@ private:
     std::multimap<index_t, read_handler> read_waiters_;
     app_handler app_;
     configuration reported_conf_;
+    /// A snapshot being serialized in steps: the index it stands for, its image so far.
+    struct snapshot_job {
+        index_t index;
+        std::shared_ptr<std::string> image;
+        raregistry::detail::resumable job;
+    };
+    std::optional<snapshot_job> snapshotting_;
+    std::uint64_t snapshot_serial_ = 0;
 };
 
 }  // namespace raregistry::raft

@@ -72,7 +72,9 @@ struct replica_options {
     std::vector<std::string> members;  ///< every member's name (including this one)
     raft::core_config raft;            ///< the id is filled in from the transport
     std::chrono::microseconds tick{10'000};
-    raft::index_t snapshot_entries = 8192;
+    raft::index_t snapshot_entries = 8192;  ///< applied entries between snapshots (at least)
+    std::size_t snapshot_keys_per_step = 4096;  ///< keys serialized per turn of the event loop
+    std::chrono::microseconds snapshot_step_pause{0};  ///< between steps (0: next turn; for the simulator)
     std::chrono::microseconds node_down_after{5'000'000};  ///< leader: silence before node_down
     std::chrono::microseconds fence_after{2'000'000};      ///< member: unconfirmed before fencing
     std::chrono::microseconds beacon_interval{100'000};    ///< leader: beacon period
@@ -137,6 +139,8 @@ public:
         no.raft = opts_.raft;
         no.tick = std::chrono::duration_cast<duration>(opts_.tick);
         no.snapshot_entries = opts_.snapshot_entries;
+        no.snapshot_keys_per_step = opts_.snapshot_keys_per_step;
+        no.snapshot_step_pause = std::chrono::duration_cast<duration>(opts_.snapshot_step_pause);
         no.on_message = [this](const raft::message& m) { heard(m.from); };
         no.on_conf_change = [this](const raft::configuration& c) { on_conf_change(c); };
         node_.emplace(transport_, storage_, sm_, no);

@@ -34,6 +34,7 @@
 
 #include <raregistry/detail/assert.hpp>
 #include <raregistry/detail/crc32c.hpp>
+#include <raregistry/detail/resumable.hpp>
 #include <raregistry/error.hpp>
 #include <raregistry/raft/types.hpp>
 #include <raregistry/registry/command.hpp>
@@ -46,6 +47,7 @@
 #include <iterator>
 #include <limits>
 #include <map>
+#include <memory>
 #include <optional>
 #include <set>
 #include <stdexcept>
@@ -195,8 +197,26 @@ public:
     /// The whole state: [u32 magic][u32 format version][u32 CRC32C of body][body], body in a
     /// canonical order (sorted containers), so equal states give equal bytes.
     std::string snapshot() const {
-        std::string body;
-        detail::writer w(body);
+        auto out = std::make_shared<std::string>();
+        snapshot_steps(out, 0).finish();
+        return std::move(*out);
+    }
+
+    /// snapshot() in steps, for a caller that must not stall its event loop on a large state:
+    /// each resume() of the returned job serializes about `keys_per_step` more keys (0: all
+    /// at once) or checksums 1 MiB; once it is finished, `*out` holds exactly what snapshot()
+    /// would return. The state must not change until then (the raft node stops applying
+    /// meanwhile, see raft::node); destroying the job abandons it.
+    raregistry::detail::resumable snapshot_steps(std::shared_ptr<std::string> out, std::size_t keys_per_step) const {
+        std::string& image = *out;
+        image.assign(12, '\0');  // the header goes here once the body's checksum is known
+        detail::writer w(image);
+        std::size_t since_pause = 0;
+        const auto due = [&] {
+            if (keys_per_step == 0 || ++since_pause < keys_per_step) return false;
+            since_pause = 0;
+            return true;
+        };
         w.u64(now_ms_);
         w.u64(next_tick_);
         w.u32(static_cast<std::uint32_t>(nodes_.size()));
@@ -217,6 +237,7 @@ public:
                     detail::put_pid(w, p);
                     detail::put_json(w, value);
                 }
+                if (due()) co_await std::suspend_always{};
             }
             w.u32(static_cast<std::uint32_t>(reg.meta.size()));
             for (const auto& [key, value] : reg.meta) {
@@ -231,14 +252,20 @@ public:
             w.u64(s.last_used_ms);
             w.u64(s.tick);
             detail::put_result(w, s.last);
+            if (due()) co_await std::suspend_always{};
         }
-        std::string out;
-        detail::writer h(out);
+        constexpr std::size_t crc_step = std::size_t{1} << 20;
+        std::uint32_t crc = 0;
+        for (std::size_t at = 12; at < image.size(); at += crc_step) {
+            crc = raregistry::detail::crc32c(image.data() + at, std::min(crc_step, image.size() - at), crc);
+            if (keys_per_step != 0) co_await std::suspend_always{};
+        }
+        std::string header;
+        detail::writer h(header);
         h.u32(snapshot_magic);
         h.u32(snapshot_format_version);
-        h.u32(raregistry::detail::crc32c(body));
-        out += body;
-        return out;
+        h.u32(crc);
+        image.replace(0, header.size(), header);
     }
 
     /// Replaces the state with a snapshot's. Throws std::runtime_error naming the problem

@@ -26,6 +26,10 @@ inline registry::replica_options sim_replica_defaults() {
     registry::replica_options o;
     o.tick = std::chrono::milliseconds(10);
     o.snapshot_entries = 128;
+    // A snapshot takes virtual time (1 ms per 4 keys): messages, crashes and snapshots from
+    // the leader arrive while one is being serialized.
+    o.snapshot_keys_per_step = 4;
+    o.snapshot_step_pause = std::chrono::milliseconds(1);
     o.node_down_after = std::chrono::milliseconds(800);
     o.fence_after = std::chrono::milliseconds(300);
     o.beacon_interval = std::chrono::milliseconds(30);

@@ -369,6 +369,97 @@ TEST_CASE("writes from a follower survive a leader crash: retried with the same 
     CHECK(got->second == f.rep(fol).self_pid());
 }
 
+TEST_CASE("snapshots are serialized in steps: applying waits, committing goes on, the leader keeps leading") {
+    fixture f;  // the simulator's settings: a snapshot after 128 entries, 4 keys per 1 ms step
+    const std::size_t l = leader_index(f.c);
+    auto& node = f.rep(l).raft_node();
+    const auto term = node.core().term();
+    for (int i = 0; i < 300; ++i) REQUIRE(!f.register_(f.reg[l], "k" + std::to_string(i), json(i)));
+
+    int sent = 0, done = 0, failed = 0;
+    auto write = [&] {
+        f.reg[l].async_register("w" + std::to_string(sent++), json(1), [&](std::error_code ec, pid) {
+            ++done;
+            if (ec) ++failed;
+        });
+    };
+    while (!node.snapshotting() && sent < 400) {  // write until the leader starts a snapshot
+        write();
+        f.c.run_until([&] { return node.snapshotting() || done == sent; });
+    }
+    REQUIRE(node.snapshotting());
+    const raft::index_t frozen = node.applied();
+    const std::string state = node.state_machine().snapshot();
+    for (int i = 0; i < 20; ++i) write();
+    bool moved = false, committed_meanwhile = false;
+    f.c.run_until([&] {
+        if (!node.snapshotting()) return true;
+        moved |= node.applied() != frozen || node.state_machine().snapshot() != state;
+        committed_meanwhile |= node.core().log().committed() > frozen;
+        return false;
+    });
+    CHECK_FALSE(node.snapshotting());
+    CHECK_FALSE(moved);               // nothing was applied while the image was being written
+    CHECK(committed_meanwhile);       // but replication and commitment went on
+    CHECK(node.core().log().snap().meta.index == frozen);
+    CHECK(*node.core().log().snap().data == state);
+    REQUIRE(f.c.run_until([&] { return done == sent; }));
+    CHECK(failed == 0);
+    CHECK(node.applied() > frozen);  // what waited is applied now
+    CHECK(node.core().term() == term);
+    CHECK(f.lookup(f.reg[(l + 1) % 3], "w" + std::to_string(sent - 1)).size() == 1);
+}
+
+TEST_CASE("a snapshot from the leader overtakes one still being serialized: the older one is abandoned") {
+    std::string slow;  // this member serializes 4 keys per 200 ms: its snapshots take seconds
+    registry_cluster c(7, 3, [&](registry::replica_options& o) {
+        if (o.name == slow) o.snapshot_step_pause = std::chrono::milliseconds(200);
+    });
+    REQUIRE(c.settle());
+    const std::size_t fol = follower_of(c);
+    auto& m = c.at(fol);
+    slow = m.name;
+    c.crash(m);
+    c.restart(m);
+    REQUIRE(c.settle());
+    auto* leader = c.leader();
+    REQUIRE(leader);
+    auto reg = c.registry(*leader, "r", keys::unique);
+    int key = 0;
+    auto fill = [&](int n) {
+        for (int i = 0; i < n; ++i) {
+            auto out = await<pid>(c, [&](auto cb) { reg.async_register("k" + std::to_string(key++), json(1), cb); });
+            REQUIRE(out.has_value());
+            REQUIRE(!std::get<0>(*out));
+        }
+    };
+    auto& node = m.rep->raft_node();
+    while (!node.snapshotting() && key < 1000) fill(1);
+    REQUIRE(node.snapshotting());
+    const raft::index_t frozen = node.applied();
+    const sim::time_us started = c.sim().now();
+    const int keys_then = key;
+    const sim::time_us own_would_take = static_cast<sim::time_us>(keys_then / 4) * 200'000;  // a step per 4 keys
+
+    // Cut off, the member falls behind the leader's next snapshot; back, it is sent that one.
+    c.sim().isolate(m.id);
+    fill(300);
+    const raft::index_t leader_snap = leader->rep->core().log().snap().meta.index;
+    REQUIRE(leader_snap > node.core().log().last_index());
+    c.sim().heal();
+    REQUIRE(c.run_until([&] { return node.core().log().snap().meta.index >= leader_snap; }));
+    CHECK_FALSE(node.snapshotting());
+    CHECK(c.sim().now() - started < own_would_take);  // before its own could have been done
+    MESSAGE("own snapshot of " << keys_then << " keys abandoned after " << (c.sim().now() - started) / 1000 << " ms");
+    CHECK(node.core().log().snap().meta.index > frozen);
+    // It applies from the installed snapshot on and converges with the leader.
+    REQUIRE(c.run_until([&] {
+        return !node.snapshotting() && !leader->rep->raft_node().snapshotting() &&
+               node.applied() == leader->rep->raft_node().applied() &&
+               node.state_machine().snapshot() == leader->rep->raft_node().state_machine().snapshot();
+    }, 30'000'000));
+}
+
 TEST_CASE("read consistencies: linearizable, lease and local") {
     fixture f;
     REQUIRE(!f.register_(f.reg[0], "k", json("v")));

@@ -682,6 +682,37 @@ TEST_CASE("snapshot: restore gives byte-identical state, and replaying the same 
     CHECK(c.snapshot() == empty.snapshot());
 }
 
+TEST_CASE("snapshot in steps: the same bytes as snapshot(), one step per few keys, and abandoning is harmless") {
+    command_source src(11);
+    state_machine a;
+    for (std::uint64_t i = 0; i < 3000; ++i) a.apply(raft::entry{1, i + 1, raft::entry_type::normal, src.next()});
+    const std::string image = a.snapshot();
+    REQUIRE(image.size() > 12);
+
+    auto out = std::make_shared<std::string>();
+    auto job = a.snapshot_steps(out, 3);
+    int steps = 1;
+    while (!job.resume()) ++steps;
+    CHECK(*out == image);
+    CHECK(steps > 10);  // it did pause along the way
+
+    auto whole = std::make_shared<std::string>();
+    auto at_once = a.snapshot_steps(whole, 0);
+    CHECK(at_once.resume());  // 0: everything in the first step
+    CHECK(*whole == image);
+
+    {
+        auto part = std::make_shared<std::string>();
+        auto abandoned = a.snapshot_steps(part, 1);
+        CHECK_FALSE(abandoned.resume());
+        CHECK_FALSE(abandoned.resume());
+    }  // destroyed half-way
+    CHECK(a.snapshot() == image);
+    state_machine b;
+    b.restore(*out);
+    CHECK(b.snapshot() == image);
+}
+
 TEST_CASE("snapshot: any flipped byte, truncation or wrong version is refused with a clear error") {
     harness h;
     h.create("U", keys::unique);
