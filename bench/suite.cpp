@@ -701,6 +701,19 @@ json scaling_section(const settings& cfg, json& ratios) {
     const std::uint64_t rss0[2] = {rc.members[1].proc->rss(), rc.members[2].proc->rss()};
     const auto term = [&] { return rc.on_node([&] { return rc.node->replica().core().term(); }); };
     const auto term0 = term();
+    // How long the leader's event loop makes a probe wait (posted every 5 ms during the fill):
+    // a snapshot serialized in one go would show as a stall of its whole duration.
+    std::atomic<bool> probing{true};
+    std::atomic<std::int64_t> longest_wait_us{0};
+    std::thread prober([&] {
+        while (probing) {
+            const auto t = std::chrono::steady_clock::now();
+            rc.on_node([] {});
+            const auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t).count();
+            if (us > longest_wait_us) longest_wait_us = us;
+            std::this_thread::sleep_for(5ms);
+        }
+    });
 
     // A tenth owned by n3's own process (through its HTTP route), the rest by this node's.
     auto t0 = std::chrono::steady_clock::now();
@@ -718,6 +731,8 @@ json scaling_section(const settings& cfg, json& ratios) {
         reg.async_register("k" + std::to_string(i), json(1), [done](std::error_code ec, rr::registry::pid) { done(!ec); });
     }, total - owned);
     const double fill_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    probing = false;
+    prober.join();
     const std::size_t count = rc.on_node([&] { return rc.node->replica().state().count("bench"); });
     if (count != total) throw std::runtime_error("filled " + std::to_string(count) + " of " + std::to_string(total) + " registrations");
     progress("  filled " + std::to_string(count) + " registrations in " + std::to_string(fill_s) + " s (" +
@@ -726,6 +741,8 @@ json scaling_section(const settings& cfg, json& ratios) {
     const auto elections = term() - term0;
     progress("  elections during the fill: " + std::to_string(elections) + (rc.on_node([&] { return rc.node->replica().core().is_leader(); }) ? " (n1 still leads)" : " (n1 lost its leadership)"));
     out["elections_during_fill"] = elections;
+    out["longest_loop_wait_ms_during_fill"] = static_cast<double>(longest_wait_us) / 1000.0;
+    progress("  longest wait of the leader's event loop during the fill: " + std::to_string(static_cast<double>(longest_wait_us) / 1000.0) + " ms");
     out["registrations"] = count;
     out["fill_seconds"] = fill_s;
     out["fill_api_register_per_second"] = by_api.throughput;
