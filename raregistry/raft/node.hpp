@@ -311,6 +311,7 @@ private:
             fail_proposals_up_to(r.snap->meta.index);
         }
         for (auto& m : r.after_persist) transport_.send(std::move(m));
+        complete_snapshot();
         apply();
         if (core_->has_ready()) kick();
     }
@@ -376,24 +377,40 @@ private:
     }
 
     /// Runs the next step of the snapshot in progress (if it is still `serial`) in a turn of
-    /// its own; once it is done, compacts the log, saves the image and applies what waited.
+    /// its own; once it is done, completes it and applies what waited — or leaves both to
+    /// finish() while a sync is in flight (the storage takes no other call meanwhile).
     void step_snapshot(std::uint64_t serial) {
         auto step = [this, serial] {
             if (stopped_ || !snapshotting_ || snapshot_serial_ != serial) return;
-            if (!snapshotting_->job.resume()) return step_snapshot(serial);
-            const index_t index = snapshotting_->index;
-            auto image = std::make_shared<const std::string>(std::move(*snapshotting_->image));
-            snapshotting_.reset();
-            // A snapshot from the leader may have replaced the log meanwhile; ours is then older.
-            if (core_->log().snap().meta.index < index && index <= core_->log().applied()) {
-                core_->compact(index, std::move(image));
-                storage_.save_snapshot(core_->log().snap());
+            bool done = false;
+            try {
+                done = snapshotting_->job.resume();
+            } catch (...) {
+                snapshotting_.reset();  // applying must not stay paused behind a failed job
+                throw;
             }
-            if (!persisting_) apply();  // else finish() applies once the sync is done
+            if (!done) return step_snapshot(serial);
+            snapshotting_->done = true;
+            if (persisting_) return;
+            complete_snapshot();
+            apply();
             if (core_->has_ready()) kick();
         };
         if (opts_.snapshot_step_pause == duration::zero()) transport_.post(std::move(step));
         else transport_.after(opts_.snapshot_step_pause, std::move(step));
+    }
+
+    /// A snapshot serialized to the end: the log is compacted to it and it is saved, unless a
+    /// snapshot from the leader replaced the log meanwhile (ours is then older). Applying resumes.
+    void complete_snapshot() {
+        if (!snapshotting_ || !snapshotting_->done) return;
+        const index_t index = snapshotting_->index;
+        auto image = std::make_shared<const std::string>(std::move(*snapshotting_->image));
+        snapshotting_.reset();
+        if (core_->log().snap().meta.index < index && index <= core_->log().applied()) {
+            core_->compact(index, std::move(image));
+            storage_.save_snapshot(core_->log().snap());
+        }
     }
 
     void handle_reads(std::vector<read_state>& reads) {
@@ -442,6 +459,7 @@ private:
         index_t index;
         std::shared_ptr<std::string> image;
         raregistry::detail::resumable job;
+        bool done = false;  ///< serialized; completed by the next turn free of a sync
     };
     std::optional<snapshot_job> snapshotting_;
     std::uint64_t snapshot_serial_ = 0;
