@@ -203,9 +203,9 @@ public:
     }
 
     /// snapshot() in steps, for a caller that must not stall its event loop on a large state:
-    /// each resume() of the returned job serializes about `keys_per_step` more keys (0: all
-    /// at once) or checksums 1 MiB; once it is finished, `*out` holds exactly what snapshot()
-    /// would return. The state must not change until then (the raft node stops applying
+    /// each resume() of the returned job serializes about `keys_per_step` more keys (nodes,
+    /// meta entries and sessions count as keys; 0: all at once) or checksums 1 MiB; once it
+    /// is finished, `*out` holds exactly what snapshot() would return. The state must not change until then (the raft node stops applying
     /// meanwhile, see raft::node); destroying the job abandons it.
     raregistry::detail::resumable snapshot_steps(std::shared_ptr<std::string> out, std::size_t keys_per_step) const {
         std::string& image = *out;
@@ -224,6 +224,7 @@ public:
             w.bytes(node);
             w.u64(rec.epoch);
             w.u8(rec.down ? 1 : 0);
+            if (due()) co_await std::suspend_always{};
         }
         w.u32(static_cast<std::uint32_t>(registries_.size()));
         for (const auto& [name, reg] : registries_) {
@@ -243,6 +244,7 @@ public:
             for (const auto& [key, value] : reg.meta) {
                 w.bytes(key);
                 detail::put_json(w, value);
+                if (due()) co_await std::suspend_always{};
             }
         }
         w.u32(static_cast<std::uint32_t>(sessions_.size()));
