@@ -64,6 +64,35 @@ public:
     }
 };
 
+/// The identifier of `e` ("noproc", "no_quorum", ...): stable, for machines (JSON error
+/// bodies, logs); message() is for people.
+inline const char* name(errc e) noexcept {
+    switch (e) {
+        case errc::ok: return "ok";
+        case errc::not_leader: return "not_leader";
+        case errc::dropped: return "dropped";
+        case errc::timeout: return "timeout";
+        case errc::no_quorum: return "no_quorum";
+        case errc::already_registered: return "already_registered";
+        case errc::not_registered: return "not_registered";
+        case errc::not_owner: return "not_owner";
+        case errc::unknown_registry: return "unknown_registry";
+        case errc::invalid_argument: return "invalid_argument";
+        case errc::already_started: return "already_started";
+        case errc::noproc: return "noproc";
+        case errc::shutting_down: return "shutting_down";
+        case errc::corrupt_data: return "corrupt_data";
+        case errc::wrong_cluster: return "wrong_cluster";
+        case errc::frame_too_large: return "frame_too_large";
+        case errc::malformed_frame: return "malformed_frame";
+        case errc::outcome_unknown: return "outcome_unknown";
+        case errc::change_in_progress: return "change_in_progress";
+        case errc::not_member: return "not_member";
+        case errc::quorum_alive: return "quorum_alive";
+    }
+    return "unknown";
+}
+
 /// The category of every raregistry error code.
 inline const std::error_category& error_category() noexcept {
     static const error_category_impl instance;

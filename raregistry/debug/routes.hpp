@@ -91,7 +91,7 @@ namespace detail {
 
 inline unsigned status_of(std::error_code ec) {
     if (!ec) return 200;
-    if (ec == errc::already_registered || ec == errc::not_owner) return 409;
+    if (ec == errc::already_registered || ec == errc::not_owner || ec == errc::already_started) return 409;
     if (ec == errc::not_registered || ec == errc::unknown_registry || ec == errc::noproc || ec == errc::not_member)
         return 404;
     if (ec == errc::quorum_alive || ec == errc::change_in_progress) return 409;
@@ -99,6 +99,15 @@ inline unsigned status_of(std::error_code ec) {
     if (ec == errc::timeout) return 504;  // the outcome is unknown
     if (ec == errc::no_quorum || ec == errc::shutting_down) return 503;
     return 500;
+}
+
+/// The answer to an operation that failed with `ec`: {"error": message, "code": name, ...extra},
+/// with the status status_of() gives. "code" tells apart errors that share a status (a 404
+/// of a register means noproc: the process it acted for was gone, nothing was done).
+inline http_response failure(std::error_code ec, nlohmann::json extra = nlohmann::json::object()) {
+    extra["error"] = ec.message();
+    extra["code"] = ec.category() == error_category() ? name(static_cast<errc>(ec.value())) : "system";
+    return http_response::json(status_of(ec), extra);
 }
 
 inline nlohmann::json status_json(tcp_node& node) {
@@ -259,7 +268,7 @@ inline http_handler routes(tcp_node& node) {
                 return node.replica().read_barrier(
                     registry::consistency::linearizable, std::chrono::duration_cast<tcp_node::replica_type::duration>(node.config().op_timeout),
                     [&node, respond, prefix, limit, name](std::error_code ec) {
-                        if (ec) return respond(http_response::error(detail::status_of(ec), ec.message()));
+                        if (ec) return respond(detail::failure(ec));
                         respond(http_response::json(
                             200, {{"keys", node.replica().state().keys_with_prefix(name, prefix, limit)}}));
                     });
@@ -276,22 +285,22 @@ inline http_handler routes(tcp_node& node) {
                     return registry::start_named<record_server>(
                         *reg, key, std::move(args), [respond](std::error_code ec, registry::pid p) {
                             if (ec == errc::already_started)
-                                return respond(http_response::json(409, {{"error", ec.message()}, {"pid", p.to_string()}}));
-                            if (ec) return respond(http_response::error(detail::status_of(ec), ec.message()));
+                                return respond(detail::failure(ec, {{"pid", p.to_string()}}));
+                            if (ec) return respond(detail::failure(ec));
                             respond(http_response::json(200, {{"pid", p.to_string()}}));
                         });
                 }
                 if (seg[5] == "call") {
                     if (!body.contains("request")) return fail(400, "the body must be {\"request\": ...}");
                     return registry::call(*reg, key, body["request"], [respond](std::error_code ec, json reply) {
-                        if (ec) return respond(http_response::error(detail::status_of(ec), ec.message()));
+                        if (ec) return respond(detail::failure(ec));
                         respond(http_response::json(200, {{"reply", std::move(reply)}}));
                     });
                 }
                 if (seg[5] == "cast") {
                     if (!body.contains("message")) return fail(400, "the body must be {\"message\": ...}");
                     return registry::cast(*reg, key, body["message"], [respond](std::error_code ec) {
-                        if (ec) return respond(http_response::error(detail::status_of(ec), ec.message()));
+                        if (ec) return respond(detail::failure(ec));
                         respond(http_response::json(202, {{"ok", true}}));
                     });
                 }
@@ -308,7 +317,7 @@ inline http_handler routes(tcp_node& node) {
                             return fail(400, "consistency must be linearizable, lease or local");
                     }
                     return reg->with(c).async_lookup(key, [respond](std::error_code ec, std::vector<registry::entry> es) {
-                        if (ec) return respond(http_response::error(detail::status_of(ec), ec.message()));
+                        if (ec) return respond(detail::failure(ec));
                         json entries = json::array();
                         for (auto& e : es) entries.push_back({{"pid", e.owner.to_string()}, {"value", e.value}});
                         respond(http_response::json(200, {{"entries", entries}}));
@@ -322,11 +331,9 @@ inline http_handler routes(tcp_node& node) {
                     const registry::pid self = reg->owner();  // the process this acts for
                     return reg->as(self).async_register(key, body["value"], [respond, self](std::error_code ec, registry::pid owner) {
                         if (ec == errc::already_registered)
-                            return respond(http_response::json(
-                                409, {{"error", ec.message()}, {"owner", owner.to_string()}, {"pid", self.to_string()}}));
+                            return respond(detail::failure(ec, {{"owner", owner.to_string()}, {"pid", self.to_string()}}));
                         if (ec)
-                            return respond(http_response::json(detail::status_of(ec),
-                                                               {{"error", ec.message()}, {"pid", self.to_string()}}));
+                            return respond(detail::failure(ec, {{"pid", self.to_string()}}));
                         respond(http_response::json(200, {{"pid", owner.to_string()}}));
                     });
                 }
@@ -335,8 +342,7 @@ inline http_handler routes(tcp_node& node) {
                     const registry::pid self = reg->owner();  // the process this acts for
                     return reg->as(self).async_unregister(key, [respond, self](std::error_code ec) {
                         if (ec)
-                            return respond(http_response::json(detail::status_of(ec),
-                                                               {{"error", ec.message()}, {"pid", self.to_string()}}));
+                            return respond(detail::failure(ec, {{"pid", self.to_string()}}));
                         respond(http_response::json(200, {{"ok", true}, {"pid", self.to_string()}}));
                     });
                 }
@@ -378,20 +384,20 @@ inline http_handler routes(tcp_node& node) {
                     return fail(400, "the body must be {\"id\": \"n4\", \"address\": \"host:port\"}");
                 std::string id = body["id"], address = body["address"];
                 return node.membership().add_member(id, address, timeout, [respond, id](std::error_code ec) {
-                    if (ec) return respond(http_response::error(detail::status_of(ec), ec.message()));
+                    if (ec) return respond(detail::failure(ec));
                     respond(http_response::json(200, {{"added", id}}));
                 });
             }
             if (seg.size() == 4 && seg[2] == "members" && req.method == "DELETE") {
                 std::string id = seg[3];
                 return node.membership().remove_member(id, timeout, [respond, id](std::error_code ec) {
-                    if (ec) return respond(http_response::error(detail::status_of(ec), ec.message()));
+                    if (ec) return respond(detail::failure(ec));
                     respond(http_response::json(200, {{"removed", id}}));
                 });
             }
             if (seg.size() == 3 && seg[2] == "force-leader" && req.method == "POST") {
                 return node.force().run([respond](std::error_code ec, recovery::force_report r) {
-                    if (ec) return respond(http_response::json(detail::status_of(ec), {{"error", ec.message()}, {"why", r.warning}}));
+                    if (ec) return respond(detail::failure(ec, {{"why", r.warning}}));
                     respond(http_response::json(200, {{"leader", r.leader},
                                                       {"survivors", r.survivors},
                                                       {"lost", r.lost},

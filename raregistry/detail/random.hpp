@@ -8,6 +8,18 @@
 
 namespace raregistry::detail {
 
+/// One well-mixed 64-bit value from two (splitmix64 of each, combined): seeds derived from a
+/// run's seed and a node's id differ in every bit, so no two nodes draw the same numbers.
+inline constexpr std::uint64_t mix_seed(std::uint64_t a, std::uint64_t b) noexcept {
+    auto splitmix = [](std::uint64_t z) {
+        z += 0x9e3779b97f4a7c15ull;
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+        return z ^ (z >> 31);
+    };
+    return splitmix(splitmix(a) ^ (b * 0xd6e8feb86659fd93ull + 0x632be59bd9b4e019ull));
+}
+
 class rng {
 public:
     explicit rng(std::uint64_t seed = 1) noexcept { reseed(seed); }

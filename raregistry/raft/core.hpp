@@ -85,11 +85,12 @@ public:
     /// Starts a peer from what its storage recovered. `st.snap.meta.conf` (or, when there is
     /// no snapshot, the initial configuration passed there) names the voters.
     core(const core_config& cfg, persisted_state st)
-        : cfg_(cfg), rng_(cfg.seed ^ cfg.id), term_(st.hs.term), vote_(st.hs.vote),
+        : cfg_(cfg), rng_(detail::mix_seed(cfg.seed, cfg.id)), term_(st.hs.term), vote_(st.hs.vote),
           log_(std::move(st)) {
         RR_ASSERT(cfg_.id != no_node);
         RR_ASSERT(cfg_.election_ticks > cfg_.heartbeat_ticks && cfg_.heartbeat_ticks > 0);
         refresh_conf();
+        starting_ = term_ > 0;  // a peer that never saw a term never promised anything
         prev_hs_ = hard_state{term_, vote_, log_.committed()};
         become_follower(term_, no_node);
     }
@@ -121,6 +122,7 @@ public:
         expire_forwarded_reads();
         if (role_ == role::leader) return tick_leader();
         ++election_elapsed_;
+        if (election_elapsed_ >= cfg_.election_ticks) starting_ = false;
         if (promotable() && election_elapsed_ >= randomized_timeout_) {
             election_elapsed_ = 0;
             campaign(cfg_.pre_vote ? campaign_kind::pre : campaign_kind::real);
@@ -159,16 +161,36 @@ public:
 
     /// Starts handing leadership to `to` (a voter): it gets TimeoutNow once caught up.
     /// Proposals are refused while the transfer lasts (at most an election timeout).
+    /// Asked again for the same transferee, it changes nothing: the time proposals are
+    /// refused is counted from the first request. A transferee that lacks entries gets them
+    /// now, from the last one it acknowledged (not at the next heartbeat).
     bool transfer_leader(node_id to) {
         if (role_ != role::leader || to == cfg_.id || !conf_.is_voter(to)) return false;
+        if (transferee_ == to) return true;
         transferee_ = to;
         transfer_elapsed_ = 0;
+        lease_void_term_ = term_;
         progress& pr = *find_progress(to);
-        if (pr.match == log_.last_index()) send_timeout_now(to);
-        else send_append(pr, false);
+        if (pr.match == log_.last_index()) {
+            send_timeout_now(to);
+        } else if (pr.state != progress::mode::snapshot) {
+            become_probe(pr, pr.match + 1);
+            send_append(pr, false);
+        }
         return true;
     }
     node_id transferee() const noexcept { return transferee_; }
+    /// Whether this leader started a leadership transfer in its current term: the transferee
+    /// may then win at once (TimeoutNow overrides the followers' promises not to vote), even
+    /// after the transfer was abandoned, since the message may arrive late. Its read lease is
+    /// void for the rest of the term.
+    bool lease_voided() const noexcept { return role_ == role::leader && lease_void_term_ == term_; }
+    /// Whether this peer has promised not to vote for another candidate now (check-quorum):
+    /// it heard from a leader less than an election timeout ago — or it started less than an
+    /// election timeout ago, since a promise made before a crash lived only in memory.
+    bool vote_promised() const noexcept {
+        return cfg_.check_quorum && (leader_ != no_node || starting_) && election_elapsed_ < cfg_.election_ticks;
+    }
 
     /// Whether the leader may start the change to `next` now (conf_refusal::none if so).
     conf_refusal check_conf_change(const configuration& next) const {
@@ -327,9 +349,7 @@ private:
             bool vote_request = m.type == message_type::pre_vote || m.type == message_type::vote;
             if (vote_request) {
                 bool forced = m.context == forced_campaign;
-                bool in_lease = cfg_.check_quorum && leader_ != no_node &&
-                                election_elapsed_ < cfg_.election_ticks;
-                if (in_lease && !forced) return false;  // a live leader exists: ignore
+                if (vote_promised() && !forced) return false;  // a live leader may exist: ignore
             }
             if (m.type == message_type::pre_vote) return true;  // never bumps our term
             if (m.type == message_type::pre_vote_resp && !m.reject) return true;
@@ -1040,6 +1060,8 @@ private:
     configuration conf_;
     index_t conf_index_ = 0;
     bool hold_messages_ = false;  ///< force_leader: nothing leaves before the new term is durable
+    bool starting_ = false;       ///< less than an election timeout since a restart (see vote_promised)
+    term_t lease_void_term_ = 0;  ///< the term in which this peer last started a transfer
     bool retired_ = false;
     hard_state prev_hs_;
     int election_elapsed_ = 0;

@@ -148,9 +148,9 @@ struct result {
     bool gave_up = false;     ///< the search budget ran out (then linearizable is false)
 };
 
-/// Checks one key's operations (plus the global ones) from an empty key.
+/// Checks one key's operations (plus the global ones), starting from `initial`.
 inline bool check_key(bool unique, const std::vector<const operation*>& ops, std::uint64_t& states,
-                      std::uint64_t budget) {
+                      std::uint64_t budget, const key_state& initial = {}) {
     const std::size_t n = ops.size();
     if (n == 0) return true;
     // Events: calls and returns sorted by time; at equal times calls come first (overlap).
@@ -200,7 +200,7 @@ inline bool check_key(bool unique, const std::vector<const operation*>& ops, std
         key_state state;
     };
     std::vector<frame> stack;
-    key_state state;
+    key_state state = initial;
     std::size_t e = next[head];
     while (next[head] != head) {
         if (++states > budget) return false;
@@ -258,6 +258,132 @@ inline result check(const std::vector<operation>& history, bool unique, std::uin
         }
     }
     return r;
+}
+
+/// The operations of `history` on `key`, plus the removals that touch every key.
+inline std::vector<operation> of_key(const std::vector<operation>& history, const std::string& key) {
+    std::vector<operation> out;
+    for (const auto& op : history)
+        if (op.key == key || (op.key.empty() && (op.kind == op_kind::process_down || op.kind == op_kind::node_down)))
+            out.push_back(op);
+    return out;
+}
+
+/// `ops` as they stood at time `t`: operations called later are left out; those still
+/// running then have an unknown outcome (reads still running are left out: they observed
+/// nothing yet).
+inline std::vector<operation> as_of(const std::vector<operation>& ops, std::uint64_t t) {
+    std::vector<operation> out;
+    for (auto op : ops) {
+        if (op.call > t) continue;
+        if (op.ret != never && op.ret > t) {
+            if (op.kind == op_kind::lookup) continue;
+            op.ret = never;
+            op.result = outcome::unknown;
+        }
+        out.push_back(std::move(op));
+    }
+    return out;
+}
+
+/// The smallest stretch of one key's history that is not linearizable by itself.
+struct window {
+    std::uint64_t from = 0;  ///< operations that returned before this are summed up as "any state"
+    std::uint64_t to = 0;    ///< the earliest time by which the history is not linearizable
+    std::vector<operation> ops;  ///< the operations of the window, by call time
+};
+
+/// Whether `ops` (one key) has a linearization from at least one of the states its own
+/// operations could have left behind before it started (empty, or one owner seen in it).
+inline bool linearizable_from_any_state(bool unique, const std::vector<operation>& ops, std::uint64_t budget) {
+    std::vector<key_state> starts{{}};
+    for (const auto& op : ops) {
+        for (const auto& seen : op.observed) starts.push_back({seen});
+        if (op.kind == op_kind::register_key || op.kind == op_kind::update) starts.push_back({{op.pid, op.value}});
+        if (!op.observed.empty()) starts.push_back(op.observed);
+    }
+    std::sort(starts.begin(), starts.end());
+    starts.erase(std::unique(starts.begin(), starts.end()), starts.end());
+    std::vector<const operation*> ptrs;
+    for (const auto& op : ops) ptrs.push_back(&op);
+    for (const auto& s : starts) {
+        std::uint64_t states = 0;
+        if (check_key(unique, ptrs, states, budget, s)) return true;
+    }
+    return false;
+}
+
+/// Narrows a non-linearizable key down to a window [from, to]: `to` is the earliest time by
+/// which the history already fails; `from` the latest start such that the operations still
+/// running or called from then on fail by themselves, whatever state the earlier ones left
+/// (operations that straddle `from` are kept whole). Nothing when the key is linearizable.
+inline std::optional<window> smallest_window(const std::vector<operation>& history, const std::string& key,
+                                             bool unique = true, std::uint64_t budget = 2'000'000) {
+    const auto ops = of_key(history, key);
+    if (ops.empty()) return std::nullopt;
+    auto fails_by = [&](std::uint64_t t) {
+        auto cut = as_of(ops, t);
+        std::vector<const operation*> ptrs;
+        for (const auto& op : cut) ptrs.push_back(&op);
+        std::uint64_t states = 0;
+        return !check_key(unique, ptrs, states, budget);
+    };
+    std::uint64_t lo = ops.front().call, hi = 0;
+    for (const auto& op : ops) {
+        lo = std::min(lo, op.call);
+        hi = std::max(hi, op.ret == never ? op.call : op.ret);
+    }
+    if (!fails_by(hi)) return std::nullopt;
+    if (lo > 0) --lo;
+    while (lo + 1 < hi) {  // lo: linearizable as of lo; hi: not as of hi
+        const std::uint64_t mid = lo + (hi - lo) / 2;
+        (fails_by(mid) ? hi : lo) = mid;
+    }
+    const auto upto = as_of(ops, hi);
+    auto from = [&](std::uint64_t s) {
+        std::vector<operation> w;
+        for (const auto& op : upto)
+            if (op.ret == never || op.ret >= s) w.push_back(op);
+        return w;
+    };
+    std::uint64_t start_ok = hi, start_bad = ops.front().call;  // from(start_bad) fails
+    for (const auto& op : ops) start_bad = std::min(start_bad, op.call);
+    if (linearizable_from_any_state(unique, from(start_bad), budget)) start_ok = start_bad;  // needs the whole prefix
+    else {
+        while (start_bad + 1 < start_ok) {
+            const std::uint64_t mid = start_bad + (start_ok - start_bad) / 2;
+            (linearizable_from_any_state(unique, from(mid), budget) ? start_ok : start_bad) = mid;
+        }
+    }
+    window out;
+    out.from = start_bad;
+    out.to = hi;
+    out.ops = from(start_bad);
+    std::sort(out.ops.begin(), out.ops.end(), [](const operation& a, const operation& b) { return a.call < b.call; });
+    return out;
+}
+
+/// A short name of each kind and outcome (history files, reports).
+inline const char* to_string(op_kind k) noexcept {
+    switch (k) {
+        case op_kind::register_key: return "register";
+        case op_kind::unregister: return "unregister";
+        case op_kind::update: return "update";
+        case op_kind::lookup: return "lookup";
+        case op_kind::process_down: return "process_down";
+        case op_kind::node_down: return "node_down";
+    }
+    return "?";
+}
+inline const char* to_string(outcome o) noexcept {
+    switch (o) {
+        case outcome::ok: return "ok";
+        case outcome::already_registered: return "already_registered";
+        case outcome::not_registered: return "not_registered";
+        case outcome::not_owner: return "not_owner";
+        case outcome::unknown: return "unknown";
+    }
+    return "?";
 }
 
 }  // namespace raregistry::testing::linearizability

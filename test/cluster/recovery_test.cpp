@@ -9,9 +9,10 @@
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
+#include "http_history.hpp"
 #include "support.hpp"
 
-#include <raregistry/testing/linearizability.hpp>
+#include <raregistry/testing/history_file.hpp>
 
 #include <nlohmann/json.hpp>
 
@@ -253,15 +254,10 @@ TEST_CASE("chaos: SIGKILL of the leader and SIGSTOP of a node under load; the hi
                 op.ret = ret;
             } else {
                 if (body.contains("pid") && body["pid"].is_string()) op.pid = body["pid"];
-                if (r.status == 200) op.result = lin::outcome::ok;
-                else if (r.status == 409 && op.kind == lin::op_kind::register_key) {
-                    op.result = lin::outcome::already_registered;
-                    op.owner = body.value("owner", "");
-                } else if (r.status == 409) op.result = lin::outcome::not_owner;
-                else if (r.status == 404) op.result = lin::outcome::not_registered;
-                else if (r.status == 503) continue;  // no quorum: nothing was done
-                else op.result = lin::outcome::unknown;  // 504: may or may not have happened
-                if (op.pid.empty()) continue;  // refused before acting (bad request): nothing done
+                auto outcome = write_outcome(op.kind, r.status, body);
+                if (!outcome || op.pid.empty()) continue;  // nothing was done
+                op.result = *outcome;
+                if (op.result == lin::outcome::already_registered) op.owner = body.value("owner", "");
                 op.ret = op.result == lin::outcome::unknown ? lin::never : ret;
                 {
                     std::lock_guard lock(mu);
@@ -370,6 +366,12 @@ TEST_CASE("chaos: SIGKILL of the leader and SIGSTOP of a node under load; the hi
     auto verdict = lin::check(history, true, 20'000'000);
     std::string why = "not linearizable on key " + verdict.key + (verdict.gave_up ? " (search gave up)" : "");
     if (!verdict.linearizable) {
+        // The whole history, for `rrcheck` (it prints the smallest window that fails).
+        const char* kept = std::getenv("RR_CHAOS_HISTORY");
+        const fs::path file = fs::absolute(kept ? kept : "chaos-history.jsonl");
+        std::ofstream out(file);
+        lin::write_history(out, history);
+        why += "\n  the history is kept in " + file.string() + ": rrcheck " + file.string();
         for (const auto& op : history)
             if (op.key == verdict.key)
                 why += "\n  client " + std::to_string(op.client) + " kind " + std::to_string(static_cast<int>(op.kind)) +
