@@ -262,8 +262,12 @@ private:
         if (cfg_.data_dir.empty()) bad("data_dir is empty");
         if (cfg_.insecure == !cfg_.tls_dir.empty()) bad("choose exactly one of tls_dir and insecure");
         if (!cfg_.http.empty() && !split_host_port(cfg_.http)) bad("http \"" + cfg_.http + "\" is not HOST:PORT");
-        if (cfg_.fence_after >= cfg_.node_down_after) bad("fence_after must be shorter than node_down_after");
         if (cfg_.tick.count() <= 0) bad("tick must be positive");
+        registry::replica_options budget;
+        budget.tick = cfg_.tick;
+        budget.fence_after = cfg_.fence_after;
+        budget.node_down_after = cfg_.node_down_after;
+        if (auto problem = registry::fencing_budget_problem(budget)) bad(*problem);
     }
 
     std::filesystem::path epoch_path() const { return std::filesystem::path(cfg_.data_dir) / "EPOCH"; }

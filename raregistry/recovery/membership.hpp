@@ -7,7 +7,8 @@
 //   any member: a follower forwards the request to the leader and retries across elections
 //   until its deadline. One change runs at a time; a second waits its turn.
 // - remove_member(name): the leader removes the voter or learner; the removed node's
-//   registrations end with it (node_down). Removing the leader works: it leads until the
+//   registrations end with it (node_down), once it has certainly fenced itself — it gets no
+//   beacons any more, and the leader waits node_down_after from the last one. Removing the leader works: it leads until the
 //   change commits, then hands leadership to the most up-to-date voter and steps down.
 //   A removed node is ignored by the others from then on and cannot disrupt them.
 // - joining: a node started with seeds (members of a running cluster) and no configuration of
@@ -240,12 +241,12 @@ private:
             std::erase(next.learners, id);
             next.erase_address(id);
             c.promoting = true;  // from now on "not a member" means done
-            return propose(std::move(next), [this, name = c.name, self = id == rep_.net().self()](std::error_code ec) {
+            // The removed node's registrations are not ended here: it may still run its processes
+            // until it fences. The leader frees them (node_down) once the node has certainly
+            // fenced: node_down_after after its last beacon to it (registry::replica).
+            return propose(std::move(next), [this](std::error_code ec) {
                 if (ec) return ec == errc::change_in_progress ? retry_step() : complete(ec);
                 ++changes_;
-                if (!self)
-                    rep_.end_life(name, std::chrono::duration_cast<duration>(std::chrono::seconds(5)),
-                                  [](std::error_code, auto) {});
                 complete({});
             });
         }

@@ -449,6 +449,16 @@ inline void stamp_leader_time(std::string& bytes, std::uint64_t ms) noexcept {
     for (int i = 0; i < 8; ++i) bytes[at + static_cast<std::size_t>(i)] = static_cast<char>(ms >> (8 * i));
 }
 
+/// The leader_time_ms of an encoded envelope; nothing if `bytes` is too short or of another
+/// codec version.
+inline std::optional<std::uint64_t> leader_time_of(std::string_view bytes) noexcept {
+    constexpr std::size_t at = 1 + 8 + 8;
+    if (bytes.size() < at + 8 || static_cast<std::uint8_t>(bytes[0]) != codec_version) return std::nullopt;
+    std::uint64_t ms = 0;
+    for (int i = 0; i < 8; ++i) ms |= std::uint64_t(static_cast<unsigned char>(bytes[at + static_cast<std::size_t>(i)])) << (8 * i);
+    return ms;
+}
+
 /// Decodes exactly one envelope from `bytes`; nothing if the bytes are anything else.
 inline std::optional<envelope> decode_envelope(std::string_view bytes) noexcept {
     try {

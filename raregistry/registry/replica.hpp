@@ -16,15 +16,26 @@
 //   whose life was declared over (while it was cut off) ends its processes and starts a new
 //   epoch.
 // - fencing: a node that has not been confirmed by the leader's quorum for `fence_after`
-//   (< node_down_after) stops its local processes that claimed unique names, so a name never
-//   has two live owners at once (under bounded clock drift). Confirmation uses beacons: the
-//   leader sends one per `beacon_interval` carrying the last beacon each member acknowledged
-//   and how long ago the leader itself last had a quorum; a member is confirmed as of when it
-//   received a beacon the leader has since seen acknowledged, and no later than the leader's
-//   own quorum contact. The same acknowledgements give the leader its read lease: a follower
+//   stops its local processes that claimed unique names and refuses new unique registrations
+//   (no_quorum), so a name never has two live owners at once (under bounded clock drift).
+//   Confirmation uses beacons: the leader sends one per `beacon_interval` to every member of
+//   its configuration, carrying the last beacon that member acknowledged and how long ago
+//   the leader itself last had a quorum (quorum age). A member acknowledges beacons of its
+//   own term only. It is confirmed as of when it first received a beacon the leader has since
+//   seen acknowledged, minus the quorum age the leader reported after seeing it: every time
+//   is of the member's own clock, so a late or duplicated beacon cannot push it later. Any
+//   leader that may free the member's names (node_down after node_down_after of silence, or
+//   of no beacons for a removed member) starts counting after that time, which the validated
+//   budget (fence_after + beacon_interval) * (1 + max_drift) < node_down_after * (1 - max_drift)
+//   turns into "the member has fenced first".
+// - leases: the same acknowledgements give the leader its read lease: a follower
 //   acknowledging a beacon promises not to vote for anyone else for the rest of its election
-//   timeout (check-quorum), which the leader counts from when it sent the beacon, shortened
-//   by the assumed clock drift.
+//   timeout (check-quorum; kept across a restart by raft::core), which the leader counts
+//   from when it sent the beacon, shortened by the assumed clock drift. No lease without
+//   check-quorum, and none for the rest of a term in which the leader started a transfer.
+// - cluster time: the leader stamps each command with the cluster's clock — the latest
+//   stamp of the log plus the time elapsed since this leader took over — never its
+//   machine's own clock reading, so session expiry means the same on every node.
 // - local processes: spawn, exit, messages; the exit of a process that ever registered
 //   proposes process_down, and a registration of a process that is already gone (it raced
 //   with the exit) is cleaned up when it applies.
@@ -50,6 +61,7 @@
 #include <memory>
 #include <optional>
 #include <set>
+#include <stdexcept>
 #include <string>
 #include <system_error>
 #include <unordered_map>
@@ -80,7 +92,7 @@ struct replica_options {
     std::chrono::microseconds beacon_interval{100'000};    ///< leader: beacon period
     std::chrono::microseconds attempt_timeout{500'000};    ///< one try of a write or read
     std::chrono::microseconds retry_delay{20'000};         ///< pause after a refusal
-    double max_drift = 0.05;           ///< assumed bound on clock rate error (lease margin)
+    double max_drift = 0.05;           ///< assumed bound on clock rate error (lease and fencing margins)
     std::size_t lanes = 64;            ///< concurrent writes of this node (more wait in line)
     /// Called with each new epoch this node takes while running (persist it: a restart must
     /// use a larger one).
@@ -91,6 +103,23 @@ struct replica_options {
     /// One line per significant event (leadership, node_down, fencing, new epoch).
     std::function<void(const std::string&)> log;
 };
+
+/// Why these options cannot keep the fencing promise (nothing if they can): a node must have
+/// fenced itself before any leader may free its names, so
+/// (fence_after + beacon_interval) * (1 + max_drift) < node_down_after * (1 - max_drift).
+inline std::optional<std::string> fencing_budget_problem(const replica_options& o) {
+    using ms = std::chrono::duration<double, std::milli>;
+    if (!(o.max_drift >= 0 && o.max_drift < 0.25)) return "max_drift must be in [0, 0.25)";
+    if (o.beacon_interval <= decltype(o.beacon_interval)::zero() || o.tick <= decltype(o.tick)::zero())
+        return "beacon_interval and tick must be positive";
+    const double need = ms(o.fence_after + o.beacon_interval).count() * (1 + o.max_drift);
+    const double have = ms(o.node_down_after).count() * (1 - o.max_drift);
+    if (need < have) return std::nullopt;
+    return "fencing budget: (fence_after " + std::to_string(ms(o.fence_after).count()) + " ms + beacon_interval " +
+           std::to_string(ms(o.beacon_interval).count()) + " ms) * (1 + max_drift " + std::to_string(o.max_drift) +
+           ") must be below node_down_after " + std::to_string(ms(o.node_down_after).count()) +
+           " ms * (1 - max_drift); raise node_down_after or lower fence_after";
+}
 
 /// Application message kinds carried in raft app messages between replicas.
 enum class app_kind : std::uint64_t {
@@ -131,7 +160,7 @@ public:
     replica(Transport& transport, Storage& storage, replica_options opts)
         : transport_(transport), storage_(storage), opts_(std::move(opts)), epoch_(opts_.epoch) {
         RR_ASSERT(!opts_.name.empty() && opts_.lanes > 0);
-        RR_ASSERT(opts_.fence_after < opts_.node_down_after);
+        if (auto problem = fencing_budget_problem(opts_)) throw std::invalid_argument("replica " + opts_.name + ": " + *problem);
         for (const auto& m : opts_.members) names_[raft::node_id_of(m)] = m;
         names_[raft::node_id_of(opts_.name)] = opts_.name;
         sm_.set_listener([this](const event& e) { on_event(e); });
@@ -318,6 +347,7 @@ public:
     void write(command cmd, duration timeout, write_handler h) {
         if (stopped_) return post_result(std::move(h), errc::shutting_down);
         if (auto ec = check_owner(cmd)) return post_result(std::move(h), ec);
+        if (claims_unique_name(cmd) && fenced_now()) return post_result(std::move(h), errc::no_quorum);
         auto op = std::make_shared<write_op>();
         op->id = ++op_ids_;
         op->env.cmd = std::move(cmd);
@@ -365,13 +395,10 @@ public:
         read_attempt(op);
     }
 
-    /// Asks the leader (this node) to hand leadership to `to`; lease reads pause meanwhile,
-    /// since the transferee may win without waiting out the followers' promises.
-    bool transfer_leader(const std::string& to) {
-        lease_blocked_until_ = transport_.now() + 2 * opts_.raft.election_ticks *
-                                                      std::chrono::duration_cast<duration>(opts_.tick);
-        return node_->transfer_leader(raft::node_id_of(to));
-    }
+    /// Asks the leader (this node) to hand leadership to `to`. Lease reads stop for the rest
+    /// of this term (raft::core::lease_voided): the transferee may win without waiting out the
+    /// followers' promises, even late.
+    bool transfer_leader(const std::string& to) { return node_->transfer_leader(raft::node_id_of(to)); }
 
     /// The replicated state (read it after a barrier, or as `local`).
     const state_machine& state() const noexcept { return sm_; }
@@ -380,7 +407,9 @@ public:
     Transport& net() noexcept { return transport_; }
 
     /// Whether this node is fenced now (cut off from the leader's quorum for fence_after).
-    bool fenced() const noexcept { return fenced_; }
+    bool fenced() const { return fenced_now(); }
+    /// Lanes free for new writes (at most replica_options::lanes), for tests and metrics.
+    std::size_t free_lane_count() const noexcept { return free_lanes_.size(); }
     /// Whether this node, as leader, holds a valid read lease now.
     bool has_lease() const { return lease_valid(); }
 
@@ -432,14 +461,6 @@ public:
     void learn_name(const std::string& name) { names_.emplace(raft::node_id_of(name), name); }
     /// Called after every change of the configuration this replica uses.
     void on_membership_change(std::function<void(const raft::configuration&)> h) { membership_hooks_.push_back(std::move(h)); }
-
-    /// Ends the current life of node `name` in the registry (node_down: its registrations
-    /// go), e.g. once it was removed from the cluster. Leader only; retried until `timeout`.
-    void end_life(const std::string& name, duration timeout, write_handler h) {
-        auto life = sm_.node_life(name);
-        if (!life || life->second) return post_result(std::move(h), {});
-        write_unsessioned(node_down{name, life->first}, timeout, std::move(h), node_->core().term());
-    }
 
     /// Stops gracefully: a leader first hands leadership to the most up-to-date voter and
     /// waits (at most `wait`) until another node leads, so a planned restart costs no
@@ -503,6 +524,7 @@ private:
         bool maybe_sent = false;
         bool done = false;
         int lane = -1;
+        std::uint64_t lane_generation = 0;  ///< the lanes of which life `lane` belongs to
         std::uint64_t life = 0;  ///< session-less liveness commands: the epoch they belong to
         raft::term_t only_term = 0;  ///< nonzero: proposed only by this node as leader in that term
     };
@@ -541,11 +563,26 @@ private:
     void note_claim(const command& cmd) {
         if (const auto* r = std::get_if<register_key>(&cmd)) {
             registered_.insert(r->owner);
-            if (sm_.mode(r->registry) != keys::duplicate) unique_claims_.insert(r->owner);
+            if (claims_unique_name(cmd)) unique_claims_.insert(r->owner);
         }
     }
 
+    /// A registration in a registry that is not known to be a duplicate one: fencing covers it.
+    bool claims_unique_name(const command& cmd) const {
+        const auto* r = std::get_if<register_key>(&cmd);
+        return r != nullptr && sm_.mode(r->registry) != keys::duplicate;
+    }
+
+    /// Whether this node has gone unconfirmed for fence_after now (fenced_ is only updated
+    /// once per beacon interval; a write must not slip in between).
+    bool fenced_now() const {
+        return transport_.now() - confirmed_ > std::chrono::duration_cast<duration>(opts_.fence_after);
+    }
+
+    /// New lanes for a new life. Writes of the old life still in flight keep their lane
+    /// numbers of the old generation, which are never freed into the new one.
     void new_lanes() {
+        ++lane_generation_;
         lanes_.assign(opts_.lanes, lane{});
         free_lanes_.clear();
         // One client id per lane, distinct per node life: a hash of (name, epoch) and the lane.
@@ -558,6 +595,7 @@ private:
 
     void take_lane(write_op& op) {
         op.lane = free_lanes_.back();
+        op.lane_generation = lane_generation_;
         free_lanes_.pop_back();
         auto& l = lanes_[static_cast<std::size_t>(op.lane)];
         op.env.client_id = l.client_id;
@@ -567,7 +605,10 @@ private:
 
     void release_lane(write_op& op) {
         if (op.lane < 0) return;
-        free_lanes_.push_back(op.lane);
+        if (op.lane_generation == lane_generation_) {
+            RR_ASSERT(std::find(free_lanes_.begin(), free_lanes_.end(), op.lane) == free_lanes_.end());
+            free_lanes_.push_back(op.lane);
+        }
         op.lane = -1;
         while (!free_lanes_.empty() && !waiting_.empty()) {
             auto next = waiting_.front();
@@ -612,7 +653,7 @@ private:
         const raft::node_id self = transport_.self();
         if (leader == self && node_->core().is_leader()) {
             op->maybe_sent = true;
-            stamp_leader_time(op->bytes, leader_time_ms());
+            stamp_leader_time(op->bytes, cluster_time_ms());
             node_->propose(op->bytes, [this, op, n](std::error_code ec, result r) { outcome(op, n, ec, std::move(r)); });
         } else if (leader != raft::no_node) {
             op->maybe_sent = true;
@@ -657,9 +698,22 @@ private:
         }
     }
 
-    std::uint64_t leader_time_ms() const {
-        return static_cast<std::uint64_t>(
-            std::chrono::duration_cast<std::chrono::milliseconds>(transport_.now()).count());
+    /// The cluster's clock, as this leader continues it: the latest stamp in the state and in
+    /// the log (which holds every entry that may commit), plus the time elapsed on this
+    /// machine since it took over. A machine's own clock reading never enters the state.
+    std::uint64_t cluster_time_ms() {
+        const auto& c = node_->core();
+        const duration now = transport_.now();
+        if (clock_term_ != c.term()) {
+            clock_term_ = c.term();
+            clock_since_ = now;
+            clock_base_ms_ = sm_.now_ms();
+            const auto& log = c.log();
+            for (raft::index_t i = std::max(log.applied() + 1, log.first_index()); i <= log.last_index(); ++i)
+                if (auto t = leader_time_of(log.at(i).data)) clock_base_ms_ = std::max(clock_base_ms_, *t);
+        }
+        const auto elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(now - clock_since_).count();
+        return clock_base_ms_ + static_cast<std::uint64_t>(std::max<std::int64_t>(elapsed, 0));
     }
 
     // ---- reads -------------------------------------------------------------------------
@@ -710,8 +764,7 @@ private:
     /// lease, an entry of its own term committed, and no leadership transfer under way.
     std::optional<raft::index_t> lease_index() const {
         const auto& c = node_->core();
-        if (!c.is_leader() || c.transferee() != raft::no_node || transport_.now() < lease_blocked_until_ ||
-            !lease_valid())
+        if (!c.is_leader() || c.transferee() != raft::no_node || !lease_valid())
             return std::nullopt;
         const auto& log = c.log();
         if (log.term(log.committed()) != std::optional<raft::term_t>(c.term())) return std::nullopt;
@@ -720,7 +773,9 @@ private:
 
     bool lease_valid() const {
         const auto& c = node_->core();
-        if (!c.is_leader() || lease_term_ != c.term()) return false;
+        // Without check-quorum followers promise nothing; after a transfer began they may vote
+        // for the transferee at once.
+        if (!opts_.raft.check_quorum || !c.is_leader() || lease_term_ != c.term() || c.lease_voided()) return false;
         const duration now = transport_.now();
         std::vector<duration> until;
         for (raft::node_id v : c.conf().voters) {
@@ -867,7 +922,7 @@ private:
         if (!node_->core().is_leader() || !decode_envelope(env))
             return reply(from, app_kind::forward_reply, id, n,
                          node_->core().is_leader() ? errc::invalid_argument : errc::not_leader, {});
-        stamp_leader_time(env, leader_time_ms());
+        stamp_leader_time(env, cluster_time_ms());
         node_->propose(std::move(env), [this, from, id, n](std::error_code ec, result r) {
             if (stopped_) return;
             reply(from, app_kind::forward_reply, id, n, ec, ec ? std::string() : encode(r));
@@ -890,6 +945,7 @@ private:
     }
 
     void serve_call(const pid& to, const json& request, std::function<void(std::error_code, json)> answer) {
+        check_fence(transport_.now());  // a node resumed from a pause fences before its processes act
         auto it = procs_.find(to);
         if (it == procs_.end() || !it->second.on_call || to.node != opts_.name) return answer(errc::noproc, json());
         auto h = it->second.on_call;
@@ -961,6 +1017,7 @@ private:
     }
 
     void deliver(const pid& to, const json& msg) {
+        check_fence(transport_.now());  // a node resumed from a pause fences before its processes act
         auto it = procs_.find(to);
         if (it == procs_.end() || !it->second.on_message) return;
         auto h = it->second.on_message;  // the handler may exit the process
@@ -978,8 +1035,10 @@ private:
         last_heard_[from] = now;
         // A member the configuration removed (e.g. left out by force_leader) is told so, at
         // most once a second, instead of being ignored in silence.
+        // Only once the removal is committed: an uncommitted one may yet be undone, and a node
+        // told so retires for good.
         const auto& c = node_->core();
-        if (!c.conf().is_removed(from) || c.leader() == from) return;
+        if (!c.conf().is_removed(from) || c.leader() == from || c.conf_index() > c.log().committed()) return;
         auto& last = removed_told_[from];
         if (last != duration::zero() && now - last < std::chrono::seconds(1)) return;
         last = now;
@@ -1046,8 +1105,10 @@ private:
         if (c.is_leader()) {
             if (lease_term_ != c.term()) {  // a new leadership: everybody gets a full grace period
                 lease_term_ = c.term();
+                lead_since_ = now;
                 lease_until_.clear();
                 acked_.clear();
+                beacon_sent_.clear();
                 for (auto& [id, _] : names_) last_heard_[id] = now;
                 log("leader in term " + std::to_string(c.term()));
             }
@@ -1083,6 +1144,7 @@ private:
         members.insert(members.end(), c.conf().learners.begin(), c.conf().learners.end());
         for (raft::node_id id : members) {
             if (id == transport_.self()) continue;
+            beacon_sent_[id] = now;
             std::string bytes;
             wire::detail::writer w(bytes);
             w.u64(static_cast<std::uint64_t>(now.count()));
@@ -1099,21 +1161,27 @@ private:
         if (!r.done()) return;
         const auto& c = node_->core();
         const duration now = transport_.now();
-        // Confirmation: when we received the beacon the leader has since seen acknowledged,
-        // but no later than the leader's own quorum contact.
-        if (term == c.term() && c.leader() == from && acked != 0) {
+        // A beacon of another term is not acknowledged: an old leader must not count a member
+        // that has moved on towards its quorum, and a new one will say so itself.
+        if (term != c.term()) return;
+        // Confirmation: the leader saw our acknowledgement of beacon `acked`, sent when we
+        // first received it, and had its quorum `quorum_age` before it said so. Both readings
+        // are of our clock (the age stretched by the drift bound): a late or duplicated beacon
+        // cannot confirm us later than the leader really heard from us.
+        if (acked != 0 && (c.leader() == from || c.leader() == raft::no_node)) {
             auto it = beacon_recv_.find(acked);
             if (it != beacon_recv_.end()) {
-                duration leader_bound = now - duration(static_cast<std::int64_t>(quorum_age));
-                confirmed_ = std::max(confirmed_, std::min(it->second, leader_bound));
+                const auto age = duration(static_cast<std::int64_t>(
+                    static_cast<double>(quorum_age) * (1 + 2 * opts_.max_drift)));
+                if (it->second > age) confirmed_ = std::max(confirmed_, it->second - age);
             }
         }
-        beacon_recv_[sent] = now;
+        beacon_recv_.emplace(sent, now);  // the first receipt counts, never a late copy's
         while (beacon_recv_.size() > 256) beacon_recv_.erase(beacon_recv_.begin());
         // Promise: while this follower has heard from its leader within the election timeout
         // it refuses votes (check-quorum), for the rest of that timeout.
         std::uint64_t promise = 0;
-        if (term == c.term() && c.leader() == from && c.state() == raft::role::follower) {
+        if (opts_.raft.check_quorum && c.leader() == from && c.state() == raft::role::follower) {
             // The current tick may end at once: count only the whole ticks left after it.
             const int left = opts_.raft.election_ticks - c.election_elapsed() - 1;
             if (left > 0)
@@ -1144,14 +1212,22 @@ private:
     }
 
     /// Leader: a member silent for node_down_after loses its life (one command for all its
-    /// registrations).
+    /// registrations). A node that is not a member (removed, while it may still run) loses it
+    /// node_down_after after this leader last sent it a beacon (or took over): only then has
+    /// it certainly fenced, whatever it still says.
     void watch_members(duration now) {
         const auto limit = std::chrono::duration_cast<duration>(opts_.node_down_after);
+        const auto& conf = node_->core().conf();
         sm_.for_each_node([&](const std::string& name, std::uint64_t epoch, bool down) {
             if (down || name == opts_.name) return;
             auto id = raft::node_id_of(name);
-            auto h = last_heard_.find(id);
-            const duration last = h == last_heard_.end() ? started_at_ : h->second;
+            duration last = lead_since_;
+            if (conf.contains(id)) {
+                auto h = last_heard_.find(id);
+                last = h == last_heard_.end() ? started_at_ : h->second;
+            } else if (auto b = beacon_sent_.find(id); b != beacon_sent_.end()) {
+                last = std::max(last, b->second);
+            }
             if (now - last <= limit) return;
             auto [it, fresh] = downing_.emplace(name, epoch);
             if (!fresh && it->second == epoch) return;  // already proposed
@@ -1328,7 +1404,12 @@ private:
     duration confirmed_{};
     bool fenced_ = false;
     raft::term_t lease_term_ = 0;
-    duration lease_blocked_until_{};
+    duration lead_since_{};                          ///< leader: when this leadership began
+    raft::term_t clock_term_ = 0;                    ///< leader: the term cluster_time_ms() continues in
+    std::uint64_t clock_base_ms_ = 0;                ///< ... the cluster time when it took over
+    duration clock_since_{};                         ///< ... and when that was on this machine
+    std::uint64_t lane_generation_ = 0;
+    std::map<raft::node_id, duration> beacon_sent_;  ///< leader: last beacon sent to each member
     std::map<raft::node_id, duration> last_heard_;
     std::map<raft::node_id, duration> acked_;        ///< leader: latest beacon each member acked
     std::map<raft::node_id, duration> lease_until_;  ///< leader: each member's vote promise

@@ -4,6 +4,7 @@
 // simulation until an operation completes. Used by the registry API tests and the registry
 // workload of rrsim. Single-threaded, like the simulator.
 
+#include <raregistry/detail/random.hpp>
 #include <raregistry/registry/registry.hpp>
 #include <raregistry/registry/replica.hpp>
 #include <raregistry/storage/sim.hpp>
@@ -52,8 +53,10 @@ public:
     /// `nodes` members n1..nN; `tune` adjusts each replica's options before it starts.
     /// `spares` replicas s1..sK start outside the configuration (for membership changes);
     /// they run no client processes.
+    /// `before_boot` runs once the simulator knows every node and before any starts (e.g. to
+    /// set each machine's clock).
     registry_cluster(std::uint64_t seed, int nodes, std::function<void(registry::replica_options&)> tune = {},
-                     int spares = 0)
+                     int spares = 0, std::function<void(sim::simulator&)> before_boot = {})
         : sim_(seed), tune_(std::move(tune)) {
         raft::configuration conf;
         std::vector<std::string> names;
@@ -71,6 +74,7 @@ public:
             m.disk = std::make_unique<sim::storage>(sim_, m.id, name[0] == 's' ? raft::configuration{} : conf);
             m.disk->set_sync_latency(50, 800);
         }
+        if (before_boot) before_boot(sim_);
         for (auto& m : members_) boot(m);
         for (auto& m : spares_) boot(m);
     }
@@ -147,7 +151,7 @@ private:
         o.name = m.name;
         o.members = names_;
         o.epoch = sim_.incarnation(m.id) * 1'000'000 + 1;  // grows across restarts
-        o.raft.seed = sim_.seed() * 31 + sim_.incarnation(m.id) + m.id;
+        o.raft.seed = detail::mix_seed(sim_.seed(), sim_.incarnation(m.id));  // the core mixes in the id
         o.log = [this](const std::string& line) {
             if (log) log("[" + std::to_string(sim_.now() / 1000) + " ms] " + line);
         };

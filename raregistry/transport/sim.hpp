@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <optional>
 #include <queue>
 #include <set>
 #include <vector>
@@ -123,12 +124,17 @@ public:
         if (send_observer_) send_observer_(m);
         if (is_cut(m.from, m.to)) return;
         const link_faults& f = link(m.from, m.to);
-        if (f.loss > 0 && rng_.chance(f.loss)) return;
-        int copies = (f.duplicate > 0 && rng_.chance(f.duplicate)) ? 2 : 1;
-        for (int c = 0; c < copies; ++c) {
-            time_us delay = rng_.between(f.min_latency_us, f.max_latency_us);
+        std::vector<time_us> extra{0};  // one entry per copy: its delay beyond the link's latency
+        if (auto plan = send_filter_ ? send_filter_(m) : std::nullopt) {
+            extra = std::move(*plan);
+        } else {
+            if (f.loss > 0 && rng_.chance(f.loss)) return;
+            if (f.duplicate > 0 && rng_.chance(f.duplicate)) extra.push_back(0);
+        }
+        for (std::size_t c = 0; c < extra.size(); ++c) {
+            time_us delay = rng_.between(f.min_latency_us, f.max_latency_us) + extra[c];
             node_id to = m.to;
-            message copy = c + 1 < copies ? m : std::move(m);
+            message copy = c + 1 < extra.size() ? m : std::move(m);
             schedule(now_ + delay, to, [this, to, msg = std::move(copy)]() mutable {
                 auto& n = state(to);
                 if (!n.receiver) return;
@@ -138,6 +144,12 @@ public:
             });
         }
     }
+
+    /// Test hook: decides a message's fate before the link does. Nothing: the link's faults
+    /// decide; otherwise one extra delay (µs, beyond the link's latency) per copy delivered —
+    /// empty drops it, {0, 400'000} delivers it and a copy 0.4 s later.
+    using send_filter = std::function<std::optional<std::vector<time_us>>(const message&)>;
+    void set_send_filter(send_filter f) { send_filter_ = std::move(f); }
 
     /// Sees every message a live node sends, before the network's faults (for checkers).
     void set_send_observer(std::function<void(const message&)> fn) { send_observer_ = std::move(fn); }
@@ -246,6 +258,7 @@ private:
     std::set<std::pair<node_id, node_id>> cuts_;
     link_faults default_faults_;
     std::function<void(const message&)> send_observer_;
+    send_filter send_filter_;
 };
 
 /// One node's Transport over the simulator.
