@@ -12,10 +12,13 @@
 //   reg.async_register("key", json("value"), [](std::error_code ec, rr::registry::pid owner) { ... });
 //   io.run();
 //
-// Layout of the data directory: raft/ (the write-ahead log, hard state and snapshots),
-// EPOCH (the node's life counter: every start takes the next one, written and fsynced
-// before the node talks to anyone) and, once the cluster told the node it was removed,
-// REMOVED (the node then refuses to start with this data).
+// Layout of the data directory: LOCK (held with flock by the running node: a second process
+// on the same directory is refused, naming the holder's pid, before it changes anything),
+// raft/ (the write-ahead log, hard state and snapshots), EPOCH (the node's life counter: every
+// start takes the next one, written and fsynced before the node talks to anyone, and only
+// once the lock is held, the directory is known to be this node's and the listen address is
+// bound) and, once the cluster told the node it was removed, REMOVED (fsynced; the node then
+// refuses to start with this data).
 //
 // Thread safety: a node belongs to its io_context; run that io_context on one thread. The
 // registry handles' async_ operations may be started from any thread.
@@ -35,6 +38,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <fcntl.h>
+#include <sys/file.h>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -110,12 +114,14 @@ public:
     /// Raft. Throws std::system_error on a corrupt or foreign data directory, or when the
     /// listen address cannot be bound.
     void start() {
+        // Nothing in the data directory changes before this node knows it is the only one
+        // using it, that it is its own, and that it can listen: then it takes the next epoch.
         std::filesystem::create_directories(cfg_.data_dir);
+        lock_data_dir();
         if (std::filesystem::exists(removed_path()))
             throw std::system_error(make_error_code(errc::not_member),
                                     cfg_.id + " was removed from its cluster (" + removed_path().string() +
                                         "); wipe " + cfg_.data_dir + " and add the node again as a new member");
-        epoch_ = next_epoch();
         transport::tcp_options t;
         t.cluster_id = cfg_.cluster_id;
         t.name = cfg_.id;
@@ -135,7 +141,6 @@ public:
             t.tls = transport::tls_files{cfg_.tls_dir + "/ca.pem", cfg_.tls_dir + "/" + cfg_.id + ".pem",
                                          cfg_.tls_dir + "/" + cfg_.id + ".key"};
         t.log = cfg_.log;
-        net_.emplace(io_, t);
 
         storage::file::options so;
         so.dir = std::filesystem::path(cfg_.data_dir) / "raft";
@@ -147,7 +152,10 @@ public:
             so.initial.voters.push_back(raft::node_id_of(name));
             so.initial.set_address(raft::node_id_of(name), replica_type::member_address(name, addr));
         }
-        disk_.emplace(so);
+        disk_.emplace(so);  // refuses another node's or cluster's directory
+        net_.emplace(io_, t);
+        net_->bind();
+        epoch_ = next_epoch();
 
         registry::replica_options ro;
         ro.name = cfg_.id;
@@ -159,7 +167,7 @@ public:
         ro.fence_after = cfg_.fence_after;
         ro.log = cfg_.log;
         ro.on_removed = [this] {
-            std::ofstream(removed_path()) << "removed from the cluster; wipe this directory to add the node again\n";
+            write_durably(removed_path(), "removed from the cluster; wipe this directory to add the node again\n");
         };
         ro.on_new_epoch = [this](std::uint64_t e) {
             epoch_ = e;
@@ -288,24 +296,66 @@ private:
         return e + 1;
     }
 
-    void write_epoch(std::uint64_t e) {
-        const auto tmp = epoch_path().string() + ".tmp";
-        const std::string text = std::to_string(e);
+    void write_epoch(std::uint64_t e) { write_durably(epoch_path(), std::to_string(e)); }
+
+    /// Replaces `path` with `text`: temp file, fsync, rename, fsync of the directory.
+    void write_durably(const std::filesystem::path& path, const std::string& text) {
+        const auto tmp = path.string() + ".tmp";
         int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
         if (fd < 0) throw std::system_error(errno, std::generic_category(), "open " + tmp);
         bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) && ::fsync(fd) == 0;
         ::close(fd);
-        if (!ok || std::rename(tmp.c_str(), epoch_path().c_str()) != 0)
-            throw std::system_error(errno, std::generic_category(), "write " + epoch_path().string());
+        if (!ok || std::rename(tmp.c_str(), path.c_str()) != 0)
+            throw std::system_error(errno, std::generic_category(), "write " + path.string());
         int dir = ::open(cfg_.data_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dir >= 0) {
-            ::fsync(dir);
-            ::close(dir);
+        if (dir < 0 || ::fsync(dir) != 0) {
+            if (dir >= 0) ::close(dir);
+            throw std::system_error(errno, std::generic_category(), "fsync " + cfg_.data_dir);
         }
+        ::close(dir);
+    }
+
+    /// Takes an exclusive lock (flock) on DATA_DIR/LOCK for as long as this node lives and
+    /// writes this process's pid into it. Another process holding it: throws, naming its pid.
+    void lock_data_dir() {
+        const auto path = std::filesystem::path(cfg_.data_dir) / "LOCK";
+        int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+        if (fd < 0) throw std::system_error(errno, std::generic_category(), "open " + path.string());
+        if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+            const int err = errno;
+            char holder[32] = {0};
+            ssize_t n = ::pread(fd, holder, sizeof holder - 1, 0);
+            ::close(fd);
+            std::string who = n > 0 ? std::string(holder, static_cast<std::size_t>(n)) : std::string("unknown");
+            while (!who.empty() && (who.back() == '\n' || who.back() == ' ')) who.pop_back();
+            if (err == EWOULDBLOCK)
+                throw std::system_error(make_error_code(errc::wrong_cluster),
+                                        cfg_.data_dir + " is in use by another process (pid " + who +
+                                            "); one node per data directory");
+            throw std::system_error(err, std::generic_category(), "flock " + path.string());
+        }
+        const std::string me = std::to_string(::getpid()) + "\n";
+        if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, me.data(), me.size(), 0) != static_cast<ssize_t>(me.size())) {
+            const int err = errno;
+            ::close(fd);
+            throw std::system_error(err, std::generic_category(), "write " + path.string());
+        }
+        lock_fd_ = fd;
     }
 
     boost::asio::io_context& io_;
     node_config cfg_;
+    /// The data directory's LOCK, held (flock) while this node lives; closed last.
+    struct lock_file {
+        int fd = -1;
+        lock_file& operator=(int f) {
+            fd = f;
+            return *this;
+        }
+        ~lock_file() {
+            if (fd >= 0) ::close(fd);
+        }
+    } lock_fd_;
     std::uint64_t epoch_ = 0;
     std::optional<transport::asio_tcp> net_;
     std::optional<storage::file> disk_;

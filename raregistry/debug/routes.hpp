@@ -3,7 +3,8 @@
 //
 //   GET    /                                      dashboard page (polls /v1/status)
 //   GET    /v1/status                             id, role, term, leader, commit, applied, members...
-//   GET    /v1/health                             200 when a leader is known and applied == commit, else 503
+//   GET    /v1/health                             200 when a leader is known, applied == commit and the
+//                                                 node is not fenced (it takes registrations), else 503
 //   GET    /v1/metrics                            Prometheus text format
 //   GET    /v1/registries/{name}/keys/{key}[?consistency=linearizable|lease|local]
 //                                                 {"entries":[{"pid":"n1.3.7","value":...}]}
@@ -245,8 +246,9 @@ inline http_handler routes(tcp_node& node) {
             const auto& core = node.replica().core();
             const bool leader_known = core.leader() != raft::no_node;
             const bool caught_up = node.replica().raft_node().applied() >= core.log().committed();
-            return respond(http_response::json(leader_known && caught_up ? 200 : 503,
-                                               {{"leader_known", leader_known}, {"caught_up", caught_up}}));
+            const bool fenced = node.replica().fenced();  // refuses unique registrations until confirmed
+            return respond(http_response::json(leader_known && caught_up && !fenced ? 200 : 503,
+                                               {{"leader_known", leader_known}, {"caught_up", caught_up}, {"fenced", fenced}}));
         }
         if (seg.size() == 2 && seg[1] == "metrics") {
             if (req.method != "GET") return fail(405, "metrics is GET only");

@@ -87,7 +87,8 @@ public:
     node(const node&) = delete;
     node& operator=(const node&) = delete;
 
-    /// Loads the storage, restores the state machine's snapshot and starts ticking.
+    /// Loads the storage, restores the state machine's snapshot and starts ticking; makes what
+    /// it loaded durable (one sync) before it sends or applies anything.
     void start() {
         persisted_state st = storage_.load();
         if (st.snap.meta.index > 0) sm_.restore(*st.snap.data);
@@ -104,6 +105,14 @@ public:
             core_->step(std::move(m));
             check_conf();
             kick();
+        });
+        // What was recovered may be only in the page cache (the process died, the machine did
+        // not): nothing that depends on it — a vote, an acknowledgement — leaves this node
+        // before it is durable.
+        persisting_ = true;
+        storage_.sync([this] {
+            persisting_ = false;
+            if (!stopped_) kick();
         });
         schedule_tick();
     }

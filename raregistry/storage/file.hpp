@@ -25,6 +25,8 @@
 // Recovery: a torn last record (cut short, or failing its CRC at the very end of the last
 // segment) was never acknowledged and is cut off. Any other damage is a hard error naming
 // the file and the offset: the node refuses to start rather than run on a damaged log.
+// Everything recovery keeps is fdatasync'ed before the storage is used: after a process
+// crash it may still be only in the page cache, where a power loss would take it.
 //
 // Thread safety: one owner (the node's executor); not thread-safe. With
 // options::complete_on, fsyncs and snapshot files are written on a worker thread of the
@@ -222,6 +224,8 @@ public:
     std::uint64_t fsync_total_us() const noexcept { return fsync_total_us_; }
 
     std::uint64_t fsyncs() const noexcept { return fsyncs_; }
+    /// Files recovery made durable when it opened the directory (segments, hard state, ...).
+    std::uint64_t recovery_syncs() const noexcept { return recovery_syncs_; }
     std::chrono::steady_clock::duration last_fsync_latency() const noexcept { return last_fsync_; }
     std::size_t segment_count() const noexcept { return segments_.size(); }
     const std::filesystem::path& dir() const noexcept { return opts_.dir; }
@@ -280,6 +284,7 @@ private:
                   [](auto& a, auto& b) { return std::tie(a.generation, a.seq) < std::tie(b.generation, b.seq); });
         for (std::size_t i = 0; i < found.size(); ++i) replay(found[i], i + 1 == found.size());
         segments_ = found;
+        sync_recovered();
         // The commit index is a hint written lazily: keep it within the recovered log.
         state_.hs.commit = std::clamp(state_.hs.commit, state_.snap.meta.index,
                                       state_.snap.meta.index + state_.entries.size());
@@ -299,6 +304,22 @@ private:
             }
         }
         fsync_dir();
+    }
+
+    /// What recovery keeps may be only in the page cache (the process died, the machine did
+    /// not): it is made durable before anything can be acknowledged on its strength.
+    void sync_recovered() {
+        if (!opts_.fsync) return;
+        std::vector<std::filesystem::path> files;
+        for (const auto& seg : segments_) files.push_back(seg.path);
+        for (const char* name : {"HARDSTATE", "SNAPSHOT", "IDENTITY"})
+            if (std::filesystem::exists(opts_.dir / name)) files.push_back(opts_.dir / name);
+        for (const auto& path : files) {
+            file_detail::unique_fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+            if (!fd) throw_errno("open " + path.string());
+            if (::fdatasync(fd.get()) != 0) throw_errno("fdatasync " + path.string());
+            ++recovery_syncs_;
+        }
     }
 
     void replay(segment& seg, bool last_segment) {
@@ -678,6 +699,7 @@ private:
     raft::hard_state durable_hs_;
     raft::hard_state pending_hs_;
     std::uint64_t fsyncs_ = 0;
+    std::uint64_t recovery_syncs_ = 0;
     std::chrono::steady_clock::duration last_fsync_{};
     std::array<std::uint64_t, 11> fsync_buckets_{};
     std::uint64_t fsync_total_us_ = 0;

@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <optional>
 #include <string>
 #include <system_error>
 #include <vector>
@@ -62,6 +63,14 @@ struct child_process {
         ::kill(pid, sig);
         int status = 0;
         ::waitpid(pid, &status, 0);
+        pid = -1;
+        return status;
+    }
+    /// The child's wait status if it has exited by itself (it is then reaped), else nothing.
+    std::optional<int> exited() {
+        if (pid <= 0) return std::nullopt;
+        int status = 0;
+        if (::waitpid(pid, &status, WNOHANG) != pid) return std::nullopt;
         pid = -1;
         return status;
     }

@@ -37,7 +37,9 @@
 #include <memory>
 #include <optional>
 #include <random>
+#include <stdexcept>
 #include <string>
+#include <system_error>
 #include <utility>
 #include <variant>
 #include <vector>
@@ -136,15 +138,28 @@ public:
     asio_tcp(const asio_tcp&) = delete;
     asio_tcp& operator=(const asio_tcp&) = delete;
 
-    /// Binds, listens and starts dialing. Throws std::system_error if the port is taken.
+    /// Binds the listen address and listens (start() does it if this was not called).
+    /// Throws std::system_error naming the address if the port is taken.
+    void bind() {
+        if (acceptor_.is_open()) return;
+        ip_tcp::endpoint ep(asio::ip::make_address(opts_.listen_host), opts_.listen_port);
+        try {
+            acceptor_.open(ep.protocol());
+            acceptor_.set_option(ip_tcp::acceptor::reuse_address(true));
+            acceptor_.bind(ep);
+            acceptor_.listen();
+        } catch (const boost::system::system_error& e) {
+            acceptor_.close();
+            throw std::system_error(e.code().value(), std::generic_category(),
+                                    "cannot listen on " + opts_.listen_host + ":" + std::to_string(opts_.listen_port));
+        }
+    }
+
+    /// Binds (see bind()), listens and starts dialing.
     void start() {
         if (opts_.insecure && !opts_.tls)
             opts_.log("WARNING: plaintext transport (insecure mode): no encryption, no peer authentication");
-        ip_tcp::endpoint ep(asio::ip::make_address(opts_.listen_host), opts_.listen_port);
-        acceptor_.open(ep.protocol());
-        acceptor_.set_option(ip_tcp::acceptor::reuse_address(true));
-        acceptor_.bind(ep);
-        acceptor_.listen();
+        bind();
         running_ = true;
         asio::co_spawn(io_, accept_loop(), asio::detached);
         for (auto& [id, l] : links_) start_dialing(l);

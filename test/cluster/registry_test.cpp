@@ -277,3 +277,64 @@ TEST_CASE("raregistryd: the dashboard loads in headless Chromium and shows the l
     CHECK(page.find("<span id=\"id\">n2</span>") != std::string::npos);
     CHECK(page.find("connecting...") == std::string::npos);
 }
+
+namespace {
+
+std::string read_all(const fs::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+/// Waits for `p` to exit by itself; its wait status, or nothing after `limit`.
+std::optional<int> exit_status(process& p, std::chrono::milliseconds limit = std::chrono::seconds(15)) {
+    std::optional<int> status;
+    wait_for([&] { return (status = p.exited()).has_value(); }, limit);
+    return status;
+}
+
+}  // namespace
+
+// #13.10: a second raregistryd on a running node's data directory came up, bumped EPOCH,
+// rewrote HARDSTATE and appended to the same WAL; the wrong node's name on a directory
+// raised EPOCH before it was refused.
+TEST_CASE("raregistryd: a second daemon on a data directory in use is refused and changes nothing") {
+    const fs::path root = make_temp_dir();
+    const fs::path tls = certs("lock", {"n1", "n2"});
+    const std::uint16_t raft1 = free_port(), http1 = free_port(), raft2 = free_port(), http2 = free_port();
+    const fs::path dir = root / "n1";
+    auto daemon = [&](const std::string& id, std::uint16_t raft, std::uint16_t port, const std::string& log) {
+        const std::string listen = "127.0.0.1:" + std::to_string(raft);
+        return std::make_unique<process>(
+            std::vector<std::string>{RR_RAREGISTRYD, "--id", id, "--listen", listen, "--peers", id + "=" + listen,
+                                     "--data-dir", dir.string(), "--tls-dir", tls.string(), "--http",
+                                     "127.0.0.1:" + std::to_string(port), "--tick-ms", "10"},
+            root / log);
+    };
+    auto first = daemon("n1", raft1, http1, "first.log");
+    REQUIRE_MESSAGE(wait_for([&] { return http(http1, "GET", "/v1/health").status == 200; }), first->output());
+    const std::string epoch = read_all(dir / "EPOCH"), hardstate = read_all(dir / "raft" / "HARDSTATE");
+    REQUIRE(!epoch.empty());
+    REQUIRE(!hardstate.empty());
+
+    auto second = daemon("n1", raft2, http2, "second.log");
+    auto status = exit_status(*second);
+    REQUIRE_MESSAGE(status.has_value(), "the second daemon kept running: " << second->output());
+    CHECK(WIFEXITED(*status));
+    CHECK(WEXITSTATUS(*status) != 0);
+    CHECK_MESSAGE(second->output().find("in use by another process (pid " + std::to_string(first->pid)) != std::string::npos,
+                  second->output());
+    CHECK(read_all(dir / "EPOCH") == epoch);
+    CHECK(read_all(dir / "raft" / "HARDSTATE") == hardstate);
+    CHECK(http(http1, "GET", "/v1/health").status == 200);  // the first one noticed nothing
+
+    // Another node's name on this directory: refused before EPOCH moves.
+    first->stop(SIGTERM);
+    const std::string epoch_after = read_all(dir / "EPOCH");
+    auto stranger = daemon("n2", raft2, http2, "stranger.log");
+    status = exit_status(*stranger);
+    REQUIRE_MESSAGE(status.has_value(), stranger->output());
+    CHECK(WEXITSTATUS(*status) != 0);
+    CHECK_MESSAGE(stranger->output().find("belongs to node 'n1'") != std::string::npos, stranger->output());
+    CHECK(read_all(dir / "EPOCH") == epoch_after);
+    fs::remove_all(root);
+}

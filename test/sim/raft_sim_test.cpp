@@ -186,3 +186,43 @@ TEST_CASE("a proposal's handler may propose again (the log grows while entries a
     CHECK(acknowledged >= 2000);
     CHECK(c.ok());
 }
+
+// #13.6: a node restarted after a process crash found its unsynced writes in the page cache,
+// took them as durable and voted or acknowledged on their strength; a power loss then took
+// them away. A restarted node makes what it recovered durable before it sends anything.
+TEST_CASE("a node restarted from the page cache syncs what it recovered before it sends anything") {
+    sim::simulator s(3);
+    raft::configuration conf;
+    conf.voters = {1, 2, 3};
+    sim::storage disk(s, 1, conf);
+    disk.set_sync_latency(2'000, 2'000);
+    sim::endpoint net(s, 1);
+    s.add_node(2);
+    s.add_node(3);
+    // An earlier life wrote a vote and entries and died before its fsync.
+    std::vector<raft::entry> ents;
+    for (raft::index_t i = 1; i <= 3; ++i) ents.push_back({4, i, raft::entry_type::normal, "e" + std::to_string(i)});
+    disk.append(ents);
+    disk.save_hard_state({4, 2, 0});
+    disk.crash_process();
+    REQUIRE(disk.load().entries.size() == 3);  // the page cache kept them
+    REQUIRE(disk.durable().entries.empty());   // the disk did not
+    bool sent = false, durable_then = false;
+    s.set_send_observer([&](const raft::message& m) {
+        if (m.from != 1 || sent) return;
+        sent = true;
+        durable_then = disk.durable().entries.size() == 3 && disk.durable().hs.term == 4;
+    });
+    log_machine sm;
+    raft::node<sim::endpoint, sim::storage, log_machine>::options o;
+    o.raft.seed = 3;
+    raft::node<sim::endpoint, sim::storage, log_machine> n(net, disk, sm, o);
+    n.start();
+    s.run_for(1'000'000);
+    REQUIRE(sent);  // it campaigned
+    CHECK(durable_then);
+    // A power loss now keeps everything it may have promised.
+    n.stop();
+    disk.power_loss();
+    CHECK(disk.durable().entries.size() == 3);
+}
