@@ -28,6 +28,7 @@ enum class errc {
     change_in_progress,   ///< another membership change (or a transfer) is not finished yet; retry
     not_member,           ///< the named node is not a member (or no longer one) of this cluster
     quorum_alive,         ///< force-leader refused: a leader or a quorum is still reachable
+    session_expired,      ///< the client's session was dropped (idle or evicted): nothing was done
 };
 
 class error_category_impl final : public std::error_category {
@@ -59,6 +60,8 @@ public:
             case errc::not_member: return "no member of that name in the cluster's configuration";
             case errc::quorum_alive:
                 return "refused: a leader or a quorum of members is reachable, so the cluster can recover by itself";
+            case errc::session_expired:
+                return "the client session expired before this command arrived; nothing was done";
         }
         return "unknown raregistry error";
     }
@@ -89,6 +92,7 @@ inline const char* name(errc e) noexcept {
         case errc::change_in_progress: return "change_in_progress";
         case errc::not_member: return "not_member";
         case errc::quorum_alive: return "quorum_alive";
+        case errc::session_expired: return "session_expired";
     }
     return "unknown";
 }

@@ -169,6 +169,11 @@ public:
         ro.on_removed = [this] {
             write_durably(removed_path(), "removed from the cluster; wipe this directory to add the node again\n");
         };
+        ro.on_readded = [this] {
+            std::error_code ec;
+            std::filesystem::remove(removed_path(), ec);
+            if (ec) cfg_.log(cfg_.id + ": cannot remove " + removed_path().string() + ": " + ec.message());
+        };
         ro.on_new_epoch = [this](std::uint64_t e) {
             epoch_ = e;
             write_epoch(e);

@@ -7,9 +7,11 @@
 //         (--faults picks the kinds, as for the raft workload; default all)
 //   rrsim --demo      a narrated 3-node run: election, commits, leader crash, re-election
 //
-// Prints one line per failing seed (with what was violated) and ends with
-// `seeds=K violations=V`; exits 1 on any violation, 2 on bad arguments. A failing seed
-// reproduces exactly when run alone: `rrsim --nodes 3 --seeds 1234 --trace`.
+// Prints one line per failing seed (with what was violated), then how many faults of each
+// kind the seeds injected (`faults: process_crash=... pause=... late_message=...`), and ends
+// with `seeds=K violations=V`; exits 1 on any violation (a seed that made no progress once
+// the faults healed is one), 2 on bad arguments. A failing seed reproduces exactly when run
+// alone: `rrsim --nodes 3 --seeds 1234 --trace`.
 
 #include <raregistry/testing/raft_cluster.hpp>
 #include <raregistry/testing/registry_sim.hpp>
@@ -34,7 +36,9 @@ int usage(const char* why) {
                  "                (default 2 when the faults include membership)\n"
                  "  --seeds A-B   inclusive seed range (default 0-99)\n"
                  "  --faults F    all, none, or a comma list of: crash, partition, one_way, loss,\n"
-                 "                duplicate, reorder, skew, torn, membership (default all)\n"
+                 "                duplicate, reorder, skew, torn, membership, pause, late, clocks,\n"
+                 "                disk, clock_chaos (default all; all leaves out clock_chaos, whose\n"
+                 "                clocks break the drift bound that lease reads and fencing need)\n"
                  "  --duration-ms fault phase length in simulated milliseconds (default 2000)\n"
                  "  --trace       print the timeline of each seed (elections, faults)\n",
                  why);
@@ -157,6 +161,7 @@ int main(int argc, char** argv) {
         }
     }
     std::uint64_t violations = 0, seeds = 0, acked = 0;
+    fault_counts counts;
     if (!spares_given && (plan.faults & faults::membership)) plan.spares = 2;
     for (std::uint64_t seed = first; seed <= last; ++seed) {
         if (trace)
@@ -165,11 +170,13 @@ int main(int argc, char** argv) {
             auto r = run_registry_seed(seed, plan.nodes, plan.faults, plan.trace);
             ++seeds;
             acked += r.operations;
+            counts.add(r.counts);
             if (!r.ok()) {
                 ++violations;
                 std::printf("seed=%llu nodes=%d FAILED: %s\n", (unsigned long long)seed, plan.nodes, r.detail.c_str());
             } else if (trace) {
-                std::printf("seed=%llu ok operations=%zu\n", (unsigned long long)seed, r.operations);
+                std::printf("seed=%llu ok operations=%zu faults: %s\n", (unsigned long long)seed, r.operations,
+                            r.counts.describe().c_str());
             }
             std::fflush(stdout);
             if (seed == last) break;
@@ -178,6 +185,7 @@ int main(int argc, char** argv) {
         seed_result r = run_seed(seed, plan);
         ++seeds;
         acked += r.acknowledged;
+        counts.add(r.counts);
         if (!r.violations.empty()) {
             ++violations;
             std::printf("seed=%llu nodes=%d FAILED:", (unsigned long long)seed, plan.nodes);
@@ -191,6 +199,7 @@ int main(int argc, char** argv) {
         std::fflush(stdout);
         if (seed == last) break;
     }
+    std::printf("faults: %s\n", counts.describe().c_str());
     std::printf("%s=%llu\n", registry_workload ? "operations" : "acknowledged", (unsigned long long)acked);
     std::printf("seeds=%llu violations=%llu\n", (unsigned long long)seeds, (unsigned long long)violations);
     return violations == 0 ? 0 : 1;

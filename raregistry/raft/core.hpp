@@ -89,6 +89,14 @@ public:
           log_(std::move(st)) {
         RR_ASSERT(cfg_.id != no_node);
         RR_ASSERT(cfg_.election_ticks > cfg_.heartbeat_ticks && cfg_.heartbeat_ticks > 0);
+        // The entries of a term can be durable while the hard state that adopted the term is
+        // not (the WAL is synced before the hard state file is replaced): the term is at least
+        // the log's. No vote of that term was sent (votes leave only once the hard state is
+        // durable), so none is kept.
+        if (log_.last_term() > term_) {
+            term_ = log_.last_term();
+            vote_ = no_node;
+        }
         refresh_conf();
         starting_ = term_ > 0;  // a peer that never saw a term never promised anything
         prev_hs_ = hard_state{term_, vote_, log_.committed()};
@@ -104,6 +112,17 @@ public:
     node_id leader() const noexcept { return leader_; }
     /// The latest configuration in the log (committed or not): the one this peer uses.
     const configuration& conf() const noexcept { return conf_; }
+    /// The address the latest configuration that lists one gives member `id` (configurations
+    /// later in the log may have dropped it: a removal); nothing if none does.
+    std::optional<std::string> last_known_address(node_id id) const {
+        for (index_t i = log_.last_index(); i >= log_.first_index(); --i) {
+            const entry& e = log_.at(i);
+            if (e.type != entry_type::config) continue;
+            if (auto c = decode_configuration_exactly(e.data); c && c->address(id)) return *c->address(id);
+        }
+        if (const std::string* a = log_.snap().meta.conf.address(id)) return *a;
+        return std::nullopt;
+    }
     /// The index of the config entry conf() comes from (the snapshot's index if none).
     index_t conf_index() const noexcept { return conf_index_; }
     const replicated_log& log() const noexcept { return log_; }
@@ -242,8 +261,11 @@ public:
     /// This peer learnt that the cluster removed it (its log does not say so yet, e.g. after a
     /// force_leader that left it out): it never campaigns or votes again. Not persisted: the
     /// layer above records it (and refuses to start such a node).
+    /// A configuration appended later that lists this peer again (the cluster added it back)
+    /// ends the retirement.
     void retire() {
         retired_ = true;
+        retired_at_ = conf_index_;
         if (role_ != role::follower) become_follower(term_, no_node);
     }
     bool retired() const noexcept { return retired_; }
@@ -261,7 +283,8 @@ public:
         // leader we follow in this term, which removed itself and hands over. While the change
         // is uncommitted it may yet be undone, so its messages still count (Raft §4.1:
         // requests are processed without consulting the configuration).
-        if (conf_.is_removed(m.from) && conf_index_ <= log_.committed() && !(m.from == leader_ && m.term == term_))
+        if (conf_.is_removed(m.from) && conf_index_ <= log_.committed() && !(m.from == leader_ && m.term == term_) &&
+            !leads_newer_term(m))
             return;
         if (!handle_term(m)) return;
         switch (m.type) {
@@ -276,6 +299,16 @@ public:
             case role::follower: return step_follower(std::move(m));
         }
     }
+
+    /// A leader's message of a term newer than ours, from a member our configuration says was
+    /// removed: it was added again since (a wiped node back under its name) in a configuration
+    /// we have not seen yet. A removed server cannot lead a newer term — it would need votes
+    /// from a quorum of a configuration that includes it, and a quorum of the one that removed
+    /// it knows — so it is heard, and its log brings us that configuration.
+    static bool leads_newer_term_kind(message_type t) noexcept {
+        return t == message_type::append || t == message_type::heartbeat || t == message_type::snapshot;
+    }
+    bool leads_newer_term(const message& m) const noexcept { return m.term > term_ && leads_newer_term_kind(m.type); }
 
     // ---- driver interface ---------------------------------------------------------------
 
@@ -378,8 +411,11 @@ private:
 
     void handle_vote_request(const message& m) {
         bool pre = m.type == message_type::pre_vote;
-        bool can_vote = !retired_ && (vote_ == m.from || (vote_ == no_node && leader_ == no_node) ||
-                        (pre && m.term > term_));
+        // A pristine peer (no configuration, no log) waits to be added; it may be a wiped
+        // server back under its old name, whose old votes it no longer knows: it never votes,
+        // or a candidate of a stale configuration that still lists that name could win with it.
+        bool can_vote = !retired_ && !pristine() &&
+                        (vote_ == m.from || (vote_ == no_node && leader_ == no_node) || (pre && m.term > term_));
         message r = make(pre ? message_type::pre_vote_resp : message_type::vote_resp, m.from);
         if (can_vote && log_.is_up_to_date(m.log_index, m.log_term)) {
             r.term = m.term;  // for pre-vote: the term the candidate would take
@@ -970,6 +1006,7 @@ private:
     void adopt_conf(configuration c, index_t index) {
         conf_ = std::move(c);
         conf_index_ = index;
+        if (retired_ && index > retired_at_ && conf_.contains(cfg_.id)) retired_ = false;  // added back
         if (role_ == role::leader) {
             for (node_id id : conf_.voters)
                 if (!find_progress(id)) add_progress(id);
@@ -1063,6 +1100,7 @@ private:
     bool starting_ = false;       ///< less than an election timeout since a restart (see vote_promised)
     term_t lease_void_term_ = 0;  ///< the term in which this peer last started a transfer
     bool retired_ = false;
+    index_t retired_at_ = 0;  ///< conf_index_ when this peer retired
     hard_state prev_hs_;
     int election_elapsed_ = 0;
     int heartbeat_elapsed_ = 0;

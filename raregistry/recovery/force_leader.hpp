@@ -46,6 +46,10 @@ struct force_options {
     /// Force by itself after this long without a live leader: 0 (the default) = never. When
     /// on, it does exactly what the manual call does.
     std::chrono::milliseconds auto_after{0};
+    /// Called on the survivor that takes over, with the commit floor it takes over at (the
+    /// highest commit index among the survivors that answered), before anything is durable.
+    /// For checkers and audit logs.
+    std::function<void(raft::index_t commit_floor)> on_taking_over;
 };
 
 /// What a forced recovery did.
@@ -192,7 +196,12 @@ private:
         for (const auto& p : a.answers) w.u64(p.id);
         if (best.id == rep_.net().self()) {
             const raft::term_t term = apply(bytes);
-            return term ? succeed(term) : fail(errc::invalid_argument, "this node could not take over");
+            if (!term) return fail(errc::invalid_argument, "this node could not take over");
+            return when_durable(term, rep_.core().log().last_index(), [this, nonce = a.nonce, term](bool durable) {
+                if (!run_ || run_->nonce != nonce) return;
+                if (durable) return succeed(term);
+                fail(errc::timeout, "this node took over but its forced configuration did not become durable");
+            });
         }
         rep_.send_app(r.leader, kind(force_kind::apply), std::move(bytes));
         after(opts_.apply_timeout, [this, nonce = a.nonce] {
@@ -210,12 +219,15 @@ private:
         std::vector<raft::node_id> ids;
         for (std::uint32_t i = 0; i < n; ++i) ids.push_back(r.u64());
         if (!r.done() || std::find(ids.begin(), ids.end(), rep_.net().self()) == ids.end()) return 0;
+        // Survivors are members of the configuration — or this node itself, whose latest
+        // configuration may leave it out (it was removing itself when the quorum was lost; that
+        // change can never commit now).
         const auto& cur = rep_.core().conf();
         raft::configuration next;
         for (raft::node_id id : ids) {
-            if (!cur.contains(id)) return 0;
+            if (!cur.contains(id) && id != rep_.net().self()) return 0;
             next.voters.push_back(id);
-            if (const std::string* a = cur.address(id)) next.set_address(id, *a);
+            if (auto a = rep_.core().last_known_address(id)) next.set_address(id, *a);
         }
         std::string who;
         for (raft::node_id id : ids) who += (who.empty() ? "" : " ") + rep_.member_name(id);
@@ -223,6 +235,7 @@ private:
                       " (commit floor " + std::to_string(commit_floor) + ", last index " +
                       std::to_string(rep_.core().log().last_index()) + "); entries only other survivors held past " +
                       std::to_string(commit_floor) + " are discarded");
+        if (opts_.on_taking_over) opts_.on_taking_over(commit_floor);
         rep_.raft_node().force_leader(std::move(next), term_floor, commit_floor);
         ++forced_;
         return rep_.core().term();
@@ -266,13 +279,18 @@ private:
             case force_kind::apply: {
                 const std::uint64_t nonce = wire::detail::reader(bytes).u64();
                 const raft::term_t term = leader_alive() ? 0 : apply(bytes);
-                std::string out;
-                wire::detail::writer w(out);
-                w.u64(nonce);
-                w.u32(static_cast<std::uint32_t>(term ? 0 : static_cast<int>(errc::quorum_alive)));
-                w.u64(term);
-                rep_.send_app(rep_.member_name(from), kind(force_kind::applied), std::move(out));
-                return;
+                auto answer = [this, from, nonce, term](bool durable) {
+                    std::string out;
+                    wire::detail::writer w(out);
+                    w.u64(nonce);
+                    w.u32(static_cast<std::uint32_t>(term && durable ? 0 : static_cast<int>(term ? errc::timeout : errc::quorum_alive)));
+                    w.u64(term);
+                    rep_.send_app(rep_.member_name(from), kind(force_kind::applied), std::move(out));
+                };
+                if (!term) return answer(false);
+                // Confirmed only once the new term and its forced configuration are on disk: a
+                // crash before that undoes the recovery, and the initiator must not report it.
+                return when_durable(term, rep_.core().log().last_index(), answer);
             }
             case force_kind::applied: {
                 const std::uint64_t nonce = r.u64();
@@ -283,6 +301,19 @@ private:
                 return succeed(term);
             }
         }
+    }
+
+    /// Calls `done(true)` once this node's log is durable up to `index` while it still leads
+    /// `term`; done(false) if it lost that term or apply_timeout passed first.
+    void when_durable(raft::term_t term, raft::index_t index, std::function<void(bool)> done,
+                      std::chrono::milliseconds waited = {}) {
+        const auto& c = rep_.core();
+        if (c.term() != term || !c.is_leader() || waited > opts_.apply_timeout) return done(false);
+        if (c.log().stable() >= index) return done(true);
+        const auto step = std::chrono::milliseconds(1);
+        after(step, [this, term, index, done = std::move(done), waited, step]() mutable {
+            when_durable(term, index, std::move(done), waited + step);
+        });
     }
 
     void succeed(raft::term_t term) {

@@ -260,9 +260,11 @@ private:
                 step();
             });
         }
-        // A learner: promote it once it holds everything committed.
+        // A learner: promote it once it holds everything committed — at least the entry that
+        // made it a learner (a learner that never answered is not caught up, however short
+        // the log).
         const progress_view pr = progress_of(id);
-        if (!pr.found || pr.match + max_promotion_lag_entries < core.log().committed()) {
+        if (!pr.found || pr.match < core.conf_index() || pr.match + max_promotion_lag_entries < core.log().committed()) {
             c.promoting = false;
             return after(std::chrono::milliseconds(50), [this] { step(); });
         }

@@ -135,10 +135,17 @@ struct create_registry {
     friend bool operator==(const create_registry&, const create_registry&) = default;
 };
 
+/// Opens a client session (its seq 1) and does nothing else. A session's commands start at
+/// seq 2, so that no command is the first of its session: if the session is dropped while a
+/// command is retried, the retry is refused (session_expired), never run a second time.
+struct open_session {
+    friend bool operator==(const open_session&, const open_session&) = default;
+};
+
 /// One command. The variant index is the tag on the wire (0-based, in this order); never
 /// reorder, only append.
 using command = std::variant<register_key, unregister, unregister_match, compare_and_set, put_meta,
-                             delete_meta, process_down, node_down, node_up, create_registry>;
+                             delete_meta, process_down, node_down, node_up, create_registry, open_session>;
 
 /// A command with its client session and the leader's clock reading.
 struct envelope {
@@ -316,10 +323,11 @@ inline void put_command(writer& w, const command& c) {
             } else if constexpr (std::is_same_v<T, node_down> || std::is_same_v<T, node_up>) {
                 w.bytes(x.node);
                 w.u64(x.epoch);
-            } else {
-                static_assert(std::is_same_v<T, create_registry>);
+            } else if constexpr (std::is_same_v<T, create_registry>) {
                 w.bytes(x.name);
                 w.u8(static_cast<std::uint8_t>(x.mode));
+            } else {
+                static_assert(std::is_same_v<T, open_session>);
             }
         },
         c);
@@ -395,6 +403,7 @@ inline command get_command(reader& r) {
             x.mode = static_cast<keys>(mode);
             return x;
         }
+        case 10: return open_session{};
         default: r.fail(); return {};
     }
 }
@@ -412,7 +421,9 @@ inline void put_result(writer& w, const result& x) {
 inline result get_result(reader& r) {
     result x;
     const std::uint8_t code = r.u8();
-    if (code > static_cast<std::uint8_t>(errc::malformed_frame)) r.fail();  // the last errc
+    // The codes apply() answers: up to malformed_frame, and session_expired.
+    if (code > static_cast<std::uint8_t>(errc::malformed_frame) && code != static_cast<std::uint8_t>(errc::session_expired))
+        r.fail();
     x.code = static_cast<errc>(code);
     x.conflict = get_flag(r);
     if (get_flag(r)) x.owner = get_pid(r);

@@ -94,14 +94,22 @@ struct replica_options {
     std::chrono::microseconds retry_delay{20'000};         ///< pause after a refusal
     double max_drift = 0.05;           ///< assumed bound on clock rate error (lease and fencing margins)
     std::size_t lanes = 64;            ///< concurrent writes of this node (more wait in line)
+    /// How long and how many client sessions the state machine keeps: the same on every
+    /// member. Client deadlines must stay well below the timeout (see state_machine.hpp).
+    session_limits sessions;
     /// Called with each new epoch this node takes while running (persist it: a restart must
     /// use a larger one).
     std::function<void(std::uint64_t)> on_new_epoch;
     /// Called once when a member tells this node the cluster removed it (persist it: such a
     /// node must not start again with this data).
     std::function<void()> on_removed;
+    /// Called when a node told it was removed sees a later configuration list it again: the
+    /// cluster added it back (forget what on_removed recorded).
+    std::function<void()> on_readded;
     /// One line per significant event (leadership, node_down, fencing, new epoch).
     std::function<void(const std::string&)> log;
+    /// Test hook: every entry this replica applies, in order (checkers of the simulator).
+    std::function<void(const raft::entry&)> on_apply;
 };
 
 /// Why these options cannot keep the fencing promise (nothing if they can): a node must have
@@ -158,7 +166,7 @@ public:
     using app_handler = std::function<void(raft::node_id from, std::string_view bytes)>;
 
     replica(Transport& transport, Storage& storage, replica_options opts)
-        : transport_(transport), storage_(storage), opts_(std::move(opts)), epoch_(opts_.epoch) {
+        : transport_(transport), storage_(storage), opts_(std::move(opts)), sm_(opts_.sessions), epoch_(opts_.epoch) {
         RR_ASSERT(!opts_.name.empty() && opts_.lanes > 0);
         if (auto problem = fencing_budget_problem(opts_)) throw std::invalid_argument("replica " + opts_.name + ": " + *problem);
         for (const auto& m : opts_.members) names_[raft::node_id_of(m)] = m;
@@ -171,6 +179,7 @@ public:
         no.snapshot_keys_per_step = opts_.snapshot_keys_per_step;
         no.snapshot_step_pause = std::chrono::duration_cast<duration>(opts_.snapshot_step_pause);
         no.on_message = [this](const raft::message& m) { heard(m.from); };
+        no.on_apply = opts_.on_apply;
         no.on_conf_change = [this](const raft::configuration& c) { on_conf_change(c); };
         node_.emplace(transport_, storage_, sm_, no);
         new_lanes();
@@ -499,6 +508,7 @@ public:
     struct counters {
         std::uint64_t writes = 0, write_retries = 0, forwarded = 0, timeouts = 0;
         std::uint64_t node_downs_proposed = 0, fencings = 0, new_epochs = 0, process_downs = 0;
+        std::uint64_t sessions_lost = 0;  ///< writes that found their session dropped
     };
     const counters& stats() const noexcept { return stats_; }
 
@@ -511,6 +521,7 @@ private:
     struct lane {
         std::uint64_t client_id = 0;
         std::uint64_t seq = 0;
+        bool open = false;  ///< its session was opened (open_session applied)
     };
     struct write_op {
         std::uint64_t id = 0;
@@ -521,7 +532,9 @@ private:
         duration retry_at{};  ///< the current try ends: the sweep tries again (or times out)
         std::uint32_t attempt = 0;
         bool session = true;
-        bool maybe_sent = false;
+        bool maybe_sent = false;  ///< the command itself (not its session's opening) may have reached a leader
+        bool opening = false;     ///< the current phase opens the lane's session first
+        std::uint32_t phase_from = 1;  ///< the first attempt of the current phase; earlier answers are stale
         bool done = false;
         int lane = -1;
         std::uint64_t lane_generation = 0;  ///< the lanes of which life `lane` belongs to
@@ -585,12 +598,17 @@ private:
         ++lane_generation_;
         lanes_.assign(opts_.lanes, lane{});
         free_lanes_.clear();
-        // One client id per lane, distinct per node life: a hash of (name, epoch) and the lane.
-        std::uint64_t h = raft::node_id_of(opts_.name + "#" + std::to_string(epoch_));
         for (std::size_t i = 0; i < lanes_.size(); ++i) {
-            lanes_[i].client_id = ((h << 16) | i) | (std::uint64_t{1} << 63);
+            lanes_[i].client_id = next_client_id();
             free_lanes_.push_back(static_cast<int>(lanes_.size() - 1 - i));
         }
+    }
+
+    /// A client id no other session of the cluster has: a hash of (name, epoch, serial), with
+    /// the top bit set (the leader's own liveness commands have none).
+    std::uint64_t next_client_id() {
+        return raft::node_id_of(opts_.name + "#" + std::to_string(epoch_) + "#" + std::to_string(++client_serial_)) |
+               (std::uint64_t{1} << 63);
     }
 
     void take_lane(write_op& op) {
@@ -598,9 +616,47 @@ private:
         op.lane_generation = lane_generation_;
         free_lanes_.pop_back();
         auto& l = lanes_[static_cast<std::size_t>(op.lane)];
+        if (!l.open) return begin_open(op);
         op.env.client_id = l.client_id;
         op.env.seq = ++l.seq;
         op.bytes = encode(op.env);
+    }
+
+    /// The lane's session is new: the op first opens it (open_session, seq 1); its command
+    /// follows as seq 2. Answers to earlier attempts are stale from here on.
+    void begin_open(write_op& op) {
+        auto& l = lanes_[static_cast<std::size_t>(op.lane)];
+        l.seq = 1;
+        op.opening = true;
+        op.phase_from = op.attempt + 1;
+        op.env.client_id = l.client_id;
+        op.bytes = encode(envelope{l.client_id, 1, 0, open_session{}});
+    }
+
+    /// The session is open: the command itself goes now.
+    void opened(const std::shared_ptr<write_op>& op) {
+        op->opening = false;
+        op->phase_from = op->attempt + 1;
+        op->env.seq = 2;
+        if (op->lane >= 0 && op->lane_generation == lane_generation_) {  // (a lane of an ended life is gone)
+            auto& l = lanes_[static_cast<std::size_t>(op->lane)];
+            RR_ASSERT(l.client_id == op->env.client_id && l.seq == 1);
+            l.open = true;
+            l.seq = 2;
+        }
+        op->bytes = encode(op->env);
+        attempt(op);
+    }
+
+    /// A lane whose session state is unknown or gone gets a new session.
+    void rekey(write_op& op) {
+        if (op.lane < 0 || op.lane_generation != lane_generation_) return;
+        auto& l = lanes_[static_cast<std::size_t>(op.lane)];
+        if (op.opening || l.client_id == op.env.client_id) {
+            l.client_id = next_client_id();
+            l.seq = 0;
+            l.open = false;
+        }
     }
 
     void release_lane(write_op& op) {
@@ -640,6 +696,7 @@ private:
         const duration now = transport_.now();
         if (now >= op->deadline) {
             ++stats_.timeouts;
+            if (op->opening) rekey(*op);  // whether the session opened is unknown
             return finish(*op, op->maybe_sent ? errc::timeout : errc::no_quorum, {});
         }
         if (op->lane < 0 && op->session) return;  // still waiting for a lane
@@ -652,11 +709,11 @@ private:
         const raft::node_id leader = node_->core().leader();
         const raft::node_id self = transport_.self();
         if (leader == self && node_->core().is_leader()) {
-            op->maybe_sent = true;
+            op->maybe_sent = op->maybe_sent || !op->opening;
             stamp_leader_time(op->bytes, cluster_time_ms());
             node_->propose(op->bytes, [this, op, n](std::error_code ec, result r) { outcome(op, n, ec, std::move(r)); });
         } else if (leader != raft::no_node) {
-            op->maybe_sent = true;
+            op->maybe_sent = op->maybe_sent || !op->opening;
             ++stats_.forwarded;
             std::string bytes;
             wire::detail::writer w(bytes);
@@ -676,9 +733,16 @@ private:
     }
 
     void outcome(const std::shared_ptr<write_op>& op, std::uint32_t n, std::error_code ec, result r) {
-        if (op->done || stopped_) return;
+        if (op->done || stopped_ || n < op->phase_from) return;  // an answer to an earlier phase
+        if (op->opening) {
+            if (!ec && r.code == errc::ok) return opened(op);
+            if (ec == errc::shutting_down) return finish(*op, ec, {});
+            if (op->attempt == n) retry_soon(op, n);
+            return;
+        }
         if (!ec) {
             if (r.code == errc::dropped) return;  // a stale duplicate of an earlier try: ignore
+            if (r.code == errc::session_expired) return session_lost(op, n);
             return finish(*op, {}, std::move(r));
         }
         if (ec == errc::shutting_down) return finish(*op, ec, {});
@@ -686,8 +750,25 @@ private:
         if (op->attempt == n) retry_soon(op, n);
     }
 
+    /// The lane's session was dropped by the state machine (idle past its timeout, or evicted)
+    /// and this command did nothing. The lane gets a new session; the command runs again under
+    /// it if no earlier try of it can have run — else its outcome is unknown (timeout).
+    void session_lost(const std::shared_ptr<write_op>& op, std::uint32_t n) {
+        rekey(*op);
+        ++stats_.sessions_lost;
+        // Only when this phase's one attempt is all that ever carried the command (earlier
+        // phases of it ended in session_expired too) is it certain that nothing ran.
+        const bool own_lane = op->lane >= 0 && op->lane_generation == lane_generation_;
+        if (n != op->phase_from || op->attempt != n || !own_lane) return finish(*op, errc::timeout, {});
+        begin_open(*op);
+        retry_soon(op, op->attempt);
+    }
+
     void finish(write_op& op, std::error_code ec, result r) {
         if (op.done) return;
+        // A node resumed from a pause may find this answer queued before its fence check: it
+        // fences first, so that no process is told it owns a name its node can no longer hold.
+        check_fence(transport_.now());
         op.done = true;
         writes_.erase(op.id);
         release_lane(op);
@@ -1033,6 +1114,7 @@ private:
     void heard(raft::node_id from) {
         const duration now = transport_.now();
         last_heard_[from] = now;
+        last_heard_round_[from] = rounds_;
         // A member the configuration removed (e.g. left out by force_leader) is told so, at
         // most once a second, instead of being ignored in silence.
         // Only once the removal is committed: an uncommitted one may yet be undone, and a node
@@ -1059,7 +1141,15 @@ private:
         if (!conf || !conf->is_removed(self) || conf->contains(self) || !conf->contains(from)) return;
         auto& c = node_->core();
         if (c.retired() || c.conf().is_removed(self)) return;
+        // A blank node (its data wiped, to be added again) is no member of anything yet: the
+        // notice concerns its previous life (a late message of it, say).
+        if (c.pristine()) return;
+        // A notice from a configuration of an older term than ours is stale: since then this
+        // node took part in a newer term (e.g. it leads the configuration a force-leader made,
+        // and the notice comes from a member of the lost one).
+        if (term < c.term() || c.is_leader()) return;
         node_->retire();
+        told_removed_ = true;
         log("REFUSED by " + member_name(from) + ": the cluster removed this node (its configuration of term " +
             std::to_string(term) + (conf->forced ? ", forced after a quorum loss" : "") +
             "); it will not campaign or vote. Wipe its data directory and add it again as a new member.");
@@ -1102,13 +1192,17 @@ private:
     void liveness_round() {
         const auto& c = node_->core();
         const duration now = transport_.now();
+        ++rounds_;
         if (c.is_leader()) {
             if (lease_term_ != c.term()) {  // a new leadership: everybody gets a full grace period
                 lease_term_ = c.term();
                 lead_since_ = now;
+                lead_since_round_ = rounds_;
+                for (auto& [id, _] : names_) last_heard_round_[id] = rounds_;
                 lease_until_.clear();
                 acked_.clear();
                 beacon_sent_.clear();
+                beacon_sent_round_.clear();
                 for (auto& [id, _] : names_) last_heard_[id] = now;
                 log("leader in term " + std::to_string(c.term()));
             }
@@ -1145,6 +1239,7 @@ private:
         for (raft::node_id id : members) {
             if (id == transport_.self()) continue;
             beacon_sent_[id] = now;
+            beacon_sent_round_[id] = rounds_;
             std::string bytes;
             wire::detail::writer w(bytes);
             w.u64(static_cast<std::uint64_t>(now.count()));
@@ -1217,18 +1312,25 @@ private:
     /// it certainly fenced, whatever it still says.
     void watch_members(duration now) {
         const auto limit = std::chrono::duration_cast<duration>(opts_.node_down_after);
+        // Silence is measured twice: on this machine's clock, and in liveness rounds (timer
+        // firings, one per beacon_interval), so that a clock that jumps ahead cannot declare
+        // every member silent at once.
+        const std::uint64_t min_rounds = static_cast<std::uint64_t>(opts_.node_down_after / opts_.beacon_interval) + 1;
         const auto& conf = node_->core().conf();
         sm_.for_each_node([&](const std::string& name, std::uint64_t epoch, bool down) {
             if (down || name == opts_.name) return;
             auto id = raft::node_id_of(name);
             duration last = lead_since_;
+            std::uint64_t last_round = lead_since_round_;
             if (conf.contains(id)) {
                 auto h = last_heard_.find(id);
                 last = h == last_heard_.end() ? started_at_ : h->second;
+                if (auto r = last_heard_round_.find(id); r != last_heard_round_.end()) last_round = r->second;
             } else if (auto b = beacon_sent_.find(id); b != beacon_sent_.end()) {
                 last = std::max(last, b->second);
+                last_round = std::max(last_round, beacon_sent_round_[id]);
             }
-            if (now - last <= limit) return;
+            if (now - last <= limit || rounds_ - last_round < min_rounds) return;
             auto [it, fresh] = downing_.emplace(name, epoch);
             if (!fresh && it->second == epoch) return;  // already proposed
             it->second = epoch;
@@ -1319,6 +1421,11 @@ private:
 
     /// The configuration changed: learn the members' names, reach them, say so.
     void on_conf_change(const raft::configuration& c) {
+        if (told_removed_ && !node_->core().retired()) {  // the cluster added this node back
+            told_removed_ = false;
+            log("added back to the cluster");
+            if (opts_.on_readded) opts_.on_readded();
+        }
         for (const auto& [id, a] : c.addresses) names_[id] = split_member_address(a).first;
         if constexpr (requires(Transport& t, std::vector<transport::peer_address> v) { t.set_peers(v); }) {
             std::vector<transport::peer_address> peers;
@@ -1385,6 +1492,7 @@ private:
     std::multimap<pid, watcher_entry> watchers_;        ///< who watches this node's processes
     std::vector<std::function<void(const raft::configuration&)>> membership_hooks_;
     bool stopped_ = false;
+    bool told_removed_ = false;  ///< retired on a member's word (see on_removed / on_readded)
 
     std::uint64_t epoch_;
     std::uint64_t serial_ = 0;
@@ -1409,7 +1517,12 @@ private:
     std::uint64_t clock_base_ms_ = 0;                ///< ... the cluster time when it took over
     duration clock_since_{};                         ///< ... and when that was on this machine
     std::uint64_t lane_generation_ = 0;
+    std::uint64_t client_serial_ = 0;
     std::map<raft::node_id, duration> beacon_sent_;  ///< leader: last beacon sent to each member
+    std::map<raft::node_id, std::uint64_t> beacon_sent_round_;  ///< ... in liveness rounds
+    std::map<raft::node_id, std::uint64_t> last_heard_round_;   ///< ... and when each member was last heard
+    std::uint64_t rounds_ = 0;                                  ///< liveness rounds run so far
+    std::uint64_t lead_since_round_ = 0;
     std::map<raft::node_id, duration> last_heard_;
     std::map<raft::node_id, duration> acked_;        ///< leader: latest beacon each member acked
     std::map<raft::node_id, duration> lease_until_;  ///< leader: each member's vote promise

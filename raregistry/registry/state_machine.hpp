@@ -21,10 +21,13 @@
 //   `dropped`; neither changes the registry. client_id 0 means no session (the leader's own
 //   liveness commands, which are idempotent). One outstanding command per client_id.
 // - Sessions expire by the leader's clock as seen in the log: the state keeps the highest
-//   leader_time_ms applied (`now_ms`); a session idle for more than session_timeout_ms of it
-//   is dropped, and beyond max_sessions the least recently used one is. A client that retries
-//   after its session went away is executed again: client deadlines must stay well below
-//   session_timeout_ms.
+//   leader_time_ms applied (`now_ms`, the cluster's clock: see registry::replica); a session
+//   idle for more than session_limits::timeout_ms of it is dropped, and beyond
+//   session_limits::max the least recently used one is. A command of a client whose session
+//   is gone answers session_expired and does nothing, unless it is the client's first (seq 1).
+//   Clients (registry::replica) open each session with open_session, whose repetition is
+//   harmless, so no command is ever executed twice whatever the clocks do: a command retried
+//   after its session was dropped is refused, and its client reports its outcome unknown.
 // - Node lives: a node's recorded epoch only grows. node_up(n, e) with e newer clears n's
 //   older epochs; node_down(n, e) clears e and older and marks e down. A pid of an epoch older
 //   than the recorded one, or of the recorded one once it is down, cannot register (noproc),
@@ -67,10 +70,18 @@ inline constexpr std::size_t max_value_bytes = 64 * 1024;
 inline constexpr std::size_t max_registry_name_bytes = 256;
 /// Longest node name (in pids, node_up, node_down), in bytes.
 inline constexpr std::size_t max_node_name_bytes = 256;
-/// Most client sessions kept; beyond it the least recently used one is dropped.
+/// Most client sessions kept by default; beyond it the least recently used one is dropped.
 inline constexpr std::size_t max_sessions = 4096;
-/// A session idle for longer than this (leader time) is dropped.
+/// A session idle for longer than this (cluster time) is dropped, by default.
 inline constexpr std::uint64_t session_timeout_ms = 10 * 60 * 1000;
+
+/// How long and how many client sessions are kept (the same on every replica: they decide
+/// what apply() answers).
+struct session_limits {
+    std::uint64_t timeout_ms = session_timeout_ms;
+    std::size_t max = max_sessions;
+    friend bool operator==(const session_limits&, const session_limits&) = default;
+};
 /// Version of the snapshot layout; restore() refuses any other.
 inline constexpr std::uint32_t snapshot_format_version = 1;
 /// First four bytes of a snapshot: "RRSM" read as a little-endian u32.
@@ -172,8 +183,13 @@ public:
     /// the state machine, and it is not called by restore().
     using listener = std::function<void(const event&)>;
 
-    /// Replaces the listener (empty: none).
+    explicit state_machine(session_limits limits = {}) : limits_(limits) {
+        RR_ASSERT(limits_.max > 0 && limits_.timeout_ms > 0);
+    }
+
+    /// Replaces the listener (empty: none). It stays across restore().
     void set_listener(listener l) { listener_ = std::move(l); }
+    const session_limits& limits() const noexcept { return limits_; }
 
     /// Applies one committed entry and answers its result. Deterministic; never throws on any
     /// entry data (malformed data answers invalid_argument and changes nothing).
@@ -188,6 +204,8 @@ public:
         if (auto s = sessions_.find(env->client_id); s != sessions_.end()) {
             if (env->seq < s->second.last_seq) return refused(errc::dropped);
             if (env->seq == s->second.last_seq) return s->second.last;
+        } else if (env->seq > 1) {
+            return refused(errc::session_expired);  // its earlier results are gone: do nothing
         }
         result r = execute(env->cmd);
         remember(env->client_id, env->seq, r);
@@ -288,9 +306,10 @@ public:
         if (crc != stored_crc)
             corrupt("checksum mismatch (stored " + std::to_string(stored_crc) + ", computed " +
                     std::to_string(crc) + "): the snapshot is corrupt");
-        state_machine fresh;
+        state_machine fresh(limits_);
         fresh.load_body(body);
         fresh.check_invariants();
+        fresh.listener_ = std::move(listener_);
         *this = std::move(fresh);
     }
 
@@ -453,6 +472,10 @@ public:
     bool has_session(std::uint64_t client_id) const { return sessions_.contains(client_id); }
     std::size_t session_count() const noexcept { return sessions_.size(); }
 
+    /// Diagnostic, not state: sessions this replica dropped (idle past the timeout, or the
+    /// least recently used beyond the limit) since it started or restored.
+    std::uint64_t sessions_dropped() const noexcept { return sessions_dropped_; }
+
     /// The highest leader_time_ms applied so far (the state's only notion of time).
     std::uint64_t now_ms() const noexcept { return now_ms_; }
 
@@ -501,7 +524,7 @@ public:
         }
         RR_ASSERT(indexed == total);
         RR_ASSERT(node_indexed == by_pid_.size());
-        RR_ASSERT(sessions_.size() == lru_.size() && sessions_.size() <= max_sessions);
+        RR_ASSERT(sessions_.size() == lru_.size() && sessions_.size() <= limits_.max);
         for (const auto& [tick, id] : lru_) {
             auto s = sessions_.find(id);
             RR_ASSERT(s != sessions_.end() && s->second.tick == tick && tick < next_tick_);
@@ -632,19 +655,21 @@ private:
         while (!lru_.empty()) {
             auto s = sessions_.find(lru_.begin()->second);
             RR_ASSERT(s != sessions_.end() && s->second.last_used_ms <= now_ms_);
-            if (now_ms_ - s->second.last_used_ms <= session_timeout_ms) break;
+            if (now_ms_ - s->second.last_used_ms <= limits_.timeout_ms) break;
             sessions_.erase(s);
             lru_.erase(lru_.begin());
+            ++sessions_dropped_;
         }
     }
 
     void remember(std::uint64_t client_id, std::uint64_t seq, const result& r) {
         auto it = sessions_.find(client_id);
         if (it == sessions_.end()) {
-            if (sessions_.size() == max_sessions) {
+            if (sessions_.size() == limits_.max) {
                 RR_ASSERT(!lru_.empty());
                 RR_ASSERT(sessions_.erase(lru_.begin()->second) == 1);
                 lru_.erase(lru_.begin());
+                ++sessions_dropped_;
             }
             it = sessions_.emplace(client_id, session{}).first;
         } else {
@@ -656,7 +681,7 @@ private:
         it->second.tick = next_tick_++;
         it->second.last = r;
         lru_.emplace(it->second.tick, client_id);
-        RR_ASSERT(sessions_.size() == lru_.size() && sessions_.size() <= max_sessions);
+        RR_ASSERT(sessions_.size() == lru_.size() && sessions_.size() <= limits_.max);
     }
 
     // ---- Entries and their indexes: the only two functions that change them ----
@@ -871,6 +896,8 @@ private:
         if (it == nodes_.end() || p.epoch > it->second.epoch) (void)run(node_up{p.node, p.epoch});
     }
 
+    result run(const open_session&) { return {}; }
+
     result run(const create_registry& c) {
         if (!valid_name(c.name)) return refused(errc::invalid_argument);
         if (const auto* reg = find_registry(c.name))
@@ -945,7 +972,7 @@ private:
             }
         }
         const std::uint32_t n_sessions = r.count(8 * 4 + 3 + 8);
-        check(n_sessions <= max_sessions, "too many sessions");
+        check(n_sessions <= limits_.max, "too many sessions");
         std::optional<std::uint64_t> prev_id;
         for (std::uint32_t i = 0; i < n_sessions; ++i) {
             const std::uint64_t id = r.u64();
@@ -972,7 +999,9 @@ private:
     std::uint64_t now_ms_ = 0;
     std::uint64_t next_tick_ = 0;
     std::uint64_t visits_ = 0;
+    std::uint64_t sessions_dropped_ = 0;
     listener listener_;
+    session_limits limits_;
 };
 
 static_assert(raft_state_machine<state_machine>);

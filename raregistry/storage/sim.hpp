@@ -106,6 +106,8 @@ public:
 
     /// The next sync fails (EIO or ENOSPC, as the disk says): see the header comment.
     void fail_next() { fail_next_ = true; }
+    /// The disk was replaced: no armed failure is left.
+    void repair() { fail_next_ = false; }
     /// Called when a sync failed; the owner must stop (the harness crashes the node).
     void on_failure(std::function<void()> f) { on_failure_ = std::move(f); }
 

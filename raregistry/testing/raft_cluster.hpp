@@ -75,17 +75,27 @@ private:
 
 /// Fault kinds the cluster may inject, as bits.
 namespace faults {
-inline constexpr unsigned crash = 1u << 0;      ///< kill a node, restart it later
+inline constexpr unsigned crash = 1u << 0;      ///< kill a node (process crash or power loss), restart it later
 inline constexpr unsigned partition = 1u << 1;  ///< split the nodes into two sides
 inline constexpr unsigned one_way = 1u << 2;    ///< cut one direction of one link
 inline constexpr unsigned loss = 1u << 3;       ///< drop messages at random
 inline constexpr unsigned duplicate = 1u << 4;  ///< deliver some messages twice
 inline constexpr unsigned reorder = 1u << 5;    ///< widen latency spread, reordering messages
-inline constexpr unsigned skew = 1u << 6;       ///< run some clocks fast or slow
-inline constexpr unsigned torn = 1u << 7;       ///< a crash keeps a random prefix of unsynced writes
-inline constexpr unsigned membership = 1u << 8; ///< the leader adds, promotes and removes members
-inline constexpr unsigned all = 0x1ff;
+inline constexpr unsigned skew = 1u << 6;       ///< run some clocks fast or slow (within the drift bound)
+inline constexpr unsigned torn = 1u << 7;       ///< a power loss keeps a random prefix of unsynced writes
+inline constexpr unsigned membership = 1u << 8; ///< members added and removed (registry: through recovery/, force-leader too)
+inline constexpr unsigned pause = 1u << 9;      ///< freeze a node for up to seconds (GC, SIGSTOP, VM steal)
+inline constexpr unsigned late = 1u << 10;      ///< hold some messages back by up to several election timeouts
+inline constexpr unsigned clocks = 1u << 11;    ///< machines booted hours apart: clock offsets, rates within the bound
+inline constexpr unsigned disk = 1u << 12;      ///< a sync fails (EIO, ENOSPC): the node stops, never retrying it
+/// Clocks beyond the bound: rates far off and forward jumps. Not part of `all`: only lease
+/// reads and fencing (never two live owners) rely on the bound, and they are not checked then.
+inline constexpr unsigned clock_chaos = 1u << 13;
+inline constexpr unsigned all = (1u << 13) - 1;
 inline constexpr unsigned none = 0;
+
+inline constexpr const char* names[] = {"crash", "partition", "one_way", "loss",  "duplicate", "reorder",    "skew",
+                                        "torn",  "membership", "pause",  "late",  "clocks",    "disk",       "clock_chaos"};
 
 /// Parses "all", "none" or a comma list of the names above; nullopt on an unknown name.
 inline std::optional<unsigned> parse(std::string_view s) {
@@ -95,21 +105,69 @@ inline std::optional<unsigned> parse(std::string_view s) {
     while (!s.empty()) {
         auto comma = s.find(',');
         std::string_view w = s.substr(0, comma);
-        if (w == "crash") mask |= crash;
-        else if (w == "partition") mask |= partition;
-        else if (w == "one_way") mask |= one_way;
-        else if (w == "loss") mask |= loss;
-        else if (w == "duplicate") mask |= duplicate;
-        else if (w == "reorder") mask |= reorder;
-        else if (w == "skew") mask |= skew;
-        else if (w == "torn") mask |= torn;
-        else if (w == "membership") mask |= membership;
-        else return std::nullopt;
+        if (w == "all") {
+            mask |= all;
+        } else {
+            unsigned bit = 0;
+            while (bit < std::size(names) && w != names[bit]) ++bit;
+            if (bit == std::size(names)) return std::nullopt;
+            mask |= 1u << bit;
+        }
         s = comma == std::string_view::npos ? std::string_view{} : s.substr(comma + 1);
     }
     return mask;
 }
 }  // namespace faults
+
+/// How many faults of each kind a run injected, so that a reader sees they happened.
+struct fault_counts {
+    std::uint64_t process_crashes = 0, power_losses = 0, partitions = 0, one_way_cuts = 0, loss_spells = 0,
+                  duplicate_spells = 0, reorder_spells = 0, skews = 0, pauses = 0, late_messages = 0,
+                  clock_offsets = 0, clock_jumps = 0, disk_faults = 0, membership_changes = 0, adds = 0,
+                  removals = 0, removals_of_live_owners = 0, leader_removals = 0, wipes = 0, force_leaders = 0,
+                  sessions_expired = 0, session_refusals = 0, heals = 0;
+
+    void add(const fault_counts& o) {
+        for (const auto& [name, field] : table()) this->*field += o.*field;
+    }
+    /// "process_crash=3 power_loss=2 ..." (kinds that did not happen are left out).
+    std::string describe() const {
+        std::string out;
+        for (const auto& [name, field] : table())
+            if (this->*field) out += (out.empty() ? "" : " ") + std::string(name) + "=" + std::to_string(this->*field);
+        return out.empty() ? "none" : out;
+    }
+
+private:
+    using field = std::uint64_t fault_counts::*;
+    static const std::vector<std::pair<const char*, field>>& table() {
+        static const std::vector<std::pair<const char*, field>> t{
+            {"process_crash", &fault_counts::process_crashes},
+            {"power_loss", &fault_counts::power_losses},
+            {"partition", &fault_counts::partitions},
+            {"one_way", &fault_counts::one_way_cuts},
+            {"loss", &fault_counts::loss_spells},
+            {"duplicate", &fault_counts::duplicate_spells},
+            {"reorder", &fault_counts::reorder_spells},
+            {"skew", &fault_counts::skews},
+            {"pause", &fault_counts::pauses},
+            {"late_message", &fault_counts::late_messages},
+            {"clock_offset", &fault_counts::clock_offsets},
+            {"clock_jump", &fault_counts::clock_jumps},
+            {"disk_fault", &fault_counts::disk_faults},
+            {"membership_change", &fault_counts::membership_changes},
+            {"add", &fault_counts::adds},
+            {"removal", &fault_counts::removals},
+            {"removal_of_live_owner", &fault_counts::removals_of_live_owners},
+            {"leader_removal", &fault_counts::leader_removals},
+            {"wipe", &fault_counts::wipes},
+            {"force_leader", &fault_counts::force_leaders},
+            {"session_expired", &fault_counts::sessions_expired},
+            {"session_refused", &fault_counts::session_refusals},
+            {"heal", &fault_counts::heals}};
+        return t;
+    }
+};
 
 struct cluster_options {
     int nodes = 3;
@@ -129,6 +187,8 @@ struct cluster_options {
     std::function<void(const std::string&)> trace;
     /// Safety checkers on (off only to measure the raw cost of consensus).
     bool checks = true;
+    /// Machines booted hours apart: every clock reads its own offset (faults::clocks).
+    bool clock_offsets = false;
 };
 
 class raft_cluster {
@@ -149,14 +209,29 @@ public:
         raft::configuration conf;
         for (int i = 1; i <= opts_.nodes; ++i) conf.voters.push_back(static_cast<raft::node_id>(i));
         if (opts_.checks) sim_.set_send_observer([this](const raft::message& m) { observe_send(m); });
+        members_.reserve(static_cast<std::size_t>(opts_.nodes + opts_.spares));
         for (int i = 1; i <= opts_.nodes + opts_.spares; ++i) {
             auto& m = members_.emplace_back();
             m.id = static_cast<raft::node_id>(i);
             m.net = std::make_unique<sim::endpoint>(sim_, m.id);
             m.disk = std::make_unique<sim::storage>(sim_, m.id, i <= opts_.nodes ? conf : raft::configuration{});
             m.disk->set_sync_latency(opts_.sync_min_us, opts_.sync_max_us);
-            boot(m);
+            const raft::node_id id = m.id;
+            m.disk->on_failure([this, id] {  // the node stops; it never retries the fsync
+                sim_.schedule(sim_.now(), raft::no_node, [this, id] {
+                    note("n" + std::to_string(id) + "'s disk failed a sync: it stops");
+                    crash(id, true);
+                    if (!calm_)
+                        sim_.schedule(sim_.now() + sim_.rng().between(10'000, 300'000), raft::no_node,
+                                      [this, id] { if (!calm_) restart(id); });
+                });
+            });
+            if (opts_.clock_offsets) {
+                sim_.set_clock(m.id, 1.0, static_cast<std::int64_t>(sim_.rng().below(48ull * 3600 * 1'000'000)));
+                ++counts_.clock_offsets;
+            }
         }
+        for (auto& m : members_) boot(m);
     }
 
     sim::simulator& sim() noexcept { return sim_; }
@@ -168,12 +243,20 @@ public:
 
     // ---- faults -------------------------------------------------------------------------
 
-    void crash(raft::node_id id) {
+    /// Kills node `id`. `power_loss`: its unsynced writes are lost (or torn); otherwise only
+    /// the process died and they stay in the page cache for the next life to find.
+    void crash(raft::node_id id, bool power_loss = true) {
         member& m = at(id);
         if (!m.node) return;
-        note("crash n" + std::to_string(id));
+        note(std::string(power_loss ? "power loss of" : "crash of the process of") + " n" + std::to_string(id));
         sim_.crash(id);
-        m.disk->crash();
+        if (power_loss) {
+            m.disk->power_loss();
+            ++counts_.power_losses;
+        } else {
+            m.disk->crash_process();
+            ++counts_.process_crashes;
+        }
         m.node.reset();
         m.sm.reset();
     }
@@ -219,12 +302,16 @@ public:
     void calm() {
         calm_ = true;
         fault_mask_ = faults::none;
+        for (auto& m : members_) m.disk->repair();
         for (auto& m : members_)
             if (!destroyed_.contains(m.id)) restart(m.id);
         sim_.heal();
         sim_.reset_links();
         sim_.default_faults() = sim::link_faults{};
-        for (auto& m : members_) sim_.set_clock(m.id, 1.0);
+        for (auto& m : members_) {
+            sim_.set_clock(m.id, 1.0);
+            sim_.resume(m.id);
+        }
     }
 
     // ---- running ------------------------------------------------------------------------
@@ -334,6 +421,13 @@ public:
 
     /// Membership changes the leader accepted (proposed and applied), for tests.
     std::uint64_t membership_changes() const noexcept { return conf_changes_; }
+    /// The faults injected so far (late messages and pauses as the simulator counted them).
+    fault_counts counts() const {
+        fault_counts c = counts_;
+        c.late_messages = sim_.late_messages();
+        c.membership_changes = conf_changes_;
+        return c;
+    }
 
     /// The leader (if any) proposes one random membership change: add a server as a learner,
     /// promote a learner, remove a learner or a voter (itself included; never below two voters).
@@ -420,9 +514,9 @@ private:
 
     void inject(unsigned mask) {
         std::vector<unsigned> kinds;
-        for (unsigned bit = 1; bit <= faults::torn; bit <<= 1)
-            if ((mask & bit) && bit != faults::torn) kinds.push_back(bit);
-        if (mask & faults::membership) kinds.push_back(faults::membership);
+        for (unsigned bit : {faults::crash, faults::partition, faults::one_way, faults::loss, faults::duplicate,
+                             faults::reorder, faults::skew, faults::membership, faults::pause, faults::late, faults::disk})
+            if (mask & bit) kinds.push_back(bit);
         kinds.push_back(0);  // heal
         unsigned kind = kinds[sim_.rng().below(kinds.size())];
         auto& rng = sim_.rng();
@@ -439,10 +533,11 @@ private:
                 sim::time_us delay = rng.chance(0.5) ? rng.between(0, 3'000) : 0;
                 bool quick_restart = rng.chance(0.3);
                 bool torn = (mask & faults::torn) != 0;
-                sim_.schedule(sim_.now() + delay, raft::no_node, [this, id, quick_restart, torn] {
+                bool power = rng.chance(0.5);
+                sim_.schedule(sim_.now() + delay, raft::no_node, [this, id, quick_restart, torn, power] {
                     if (!at(id).node || calm_) return;
                     at(id).disk->set_torn_writes(torn);
-                    crash(id);
+                    crash(id, power);
                     if (quick_restart) {
                         sim_.schedule(sim_.now() + sim_.rng().between(1'000, 30'000), raft::no_node,
                                       [this, id] { if (!calm_) restart(id); });
@@ -455,6 +550,7 @@ private:
                 for (auto& m : members_) (rng.chance(0.5) ? a : b).push_back(m.id);
                 note("partition");
                 sim_.partition(a, b);
+                ++counts_.partitions;
                 break;
             }
             case faults::one_way: {
@@ -462,15 +558,54 @@ private:
                 if (x != y) {
                     note("cut n" + std::to_string(x) + " -> n" + std::to_string(y));
                     sim_.cut(x, y);
+                    ++counts_.one_way_cuts;
                 }
                 break;
             }
-            case faults::loss: sim_.default_faults().loss = static_cast<double>(rng.below(30)) / 100.0; sim_.reset_links(); break;
-            case faults::duplicate: sim_.default_faults().duplicate = static_cast<double>(rng.below(20)) / 100.0; sim_.reset_links(); break;
-            case faults::reorder: sim_.default_faults().max_latency_us = rng.between(150, 8'000); sim_.reset_links(); break;
-            case faults::skew: sim_.set_clock(any(), 0.9 + static_cast<double>(rng.below(21)) / 100.0); break;
+            case faults::loss:
+                sim_.default_faults().loss = static_cast<double>(rng.below(30)) / 100.0;
+                sim_.reset_links();
+                ++counts_.loss_spells;
+                break;
+            case faults::duplicate:
+                sim_.default_faults().duplicate = static_cast<double>(rng.below(20)) / 100.0;
+                sim_.reset_links();
+                ++counts_.duplicate_spells;
+                break;
+            case faults::reorder:
+                sim_.default_faults().max_latency_us = rng.between(150, 8'000);
+                sim_.reset_links();
+                ++counts_.reorder_spells;
+                break;
+            case faults::skew:
+                sim_.set_clock(any(), 0.9 + static_cast<double>(rng.below(21)) / 100.0);
+                ++counts_.skews;
+                break;
             case faults::membership: change_membership(); break;
+            case faults::pause: {
+                raft::node_id id = any();
+                const sim::time_us d = rng.between(10'000, 20 * opts_.tick_us * static_cast<sim::time_us>(opts_.election_ticks));
+                note("pause n" + std::to_string(id) + " for " + std::to_string(d / 1000) + " ms");
+                sim_.pause(id, d);
+                ++counts_.pauses;
+                break;
+            }
+            case faults::late:  // late votes, appends and TimeoutNow: up to several election timeouts
+                sim_.default_faults().late = static_cast<double>(rng.between(1, 5)) / 100.0;
+                sim_.default_faults().late_max_us = rng.between(1, 4) * opts_.tick_us * static_cast<sim::time_us>(opts_.election_ticks);
+                sim_.reset_links();
+                break;
+            case faults::disk: {
+                raft::node_id id = any();
+                if (!at(id).node) break;
+                note("disk fault on n" + std::to_string(id) + " (its next sync fails)");
+                at(id).disk->set_torn_writes((mask & faults::torn) != 0);
+                at(id).disk->fail_next();
+                ++counts_.disk_faults;
+                break;
+            }
             default:
+                ++counts_.heals;
                 note("heal");
                 sim_.heal();
                 for (auto& m : members_)
@@ -491,16 +626,17 @@ private:
         raft::node_id id = m.from;
         sim::time_us delay = sim_.rng().between(0, 2 * opts_.sync_max_us);
         bool torn = (fault_mask_ & faults::torn) != 0;
+        bool power = sim_.rng().chance(0.5);
         // Half the time the peer it answered dies with it (a leader right after counting an
         // acknowledgement, a candidate right after a vote): the survivors must then agree
         // without either of them.
         raft::node_id also = sim_.rng().chance(0.5) ? m.to : raft::no_node;
-        sim_.schedule(sim_.now() + delay, raft::no_node, [this, id, also, torn] {
+        sim_.schedule(sim_.now() + delay, raft::no_node, [this, id, also, torn, power] {
             if (calm_) return;
             for (raft::node_id victim : {id, also}) {
                 if (victim == raft::no_node || !at(victim).node) continue;
                 at(victim).disk->set_torn_writes(torn);
-                crash(victim);
+                crash(victim, power);
                 sim::time_us down = victim == id ? sim_.rng().between(0, 20'000) : sim_.rng().between(50'000, 500'000);
                 sim_.schedule(sim_.now() + down, raft::no_node, [this, victim] {
                     if (!calm_) restart(victim);
@@ -549,10 +685,16 @@ private:
         if (!pending_ack_check_.empty()) check_acks();
     }
 
+    /// Raft §5.4: an entry committed in a term is in the log of every leader of a higher term.
+    /// An entry first applied while the highest term any leader had reached was t was
+    /// committed in a term <= t; a leader of a term above t must hold it. (A leader of an
+    /// older term may still come to power late — a candidate paused with its votes in flight —
+    /// and need not hold what later terms committed.)
     void check_leader_completeness(const member& m) {
         const auto& log = m.node->core().log();
+        const raft::term_t term = m.node->core().term();
         for (raft::index_t i = 1; i < applied_.size(); ++i) {
-            if (!applied_[i].known) continue;
+            if (!applied_[i].known || applied_[i].commit_term_bound >= term) continue;
             if (i < log.snap().meta.index) continue;  // covered by the snapshot
             auto t = log.term(i);
             if (!t || *t != applied_[i].term) {
@@ -588,7 +730,7 @@ private:
         auto& slot = applied_[e.index];
         std::uint64_t h = fnv1a(e.data, static_cast<std::uint64_t>(e.type));
         if (!slot.known) {
-            slot = applied_slot{true, e.term, h};
+            slot = applied_slot{true, e.term, h, leaders_.empty() ? 0 : leaders_.rbegin()->first};
             if (!e.data.empty()) by_data_[e.data] = e.index;
         } else if (slot.term != e.term || slot.hash != h) {
             violation("state machine safety: n" + std::to_string(id) + " applied a different entry at index " +
@@ -632,6 +774,7 @@ private:
         bool known = false;
         raft::term_t term = 0;
         std::uint64_t hash = 0;
+        raft::term_t commit_term_bound = 0;  ///< the highest leader term when first applied
     };
 
     cluster_options opts_;
@@ -649,6 +792,7 @@ private:
     std::uint64_t conf_changes_ = 0;
     bool calm_ = false;
     bool runaway_ = false;
+    fault_counts counts_;
     std::set<raft::node_id> destroyed_;
     unsigned fault_mask_ = faults::none;
 };
@@ -661,6 +805,7 @@ struct seed_result {
     std::uint64_t trace_hash = 0;
     std::uint64_t acknowledged = 0;
     sim::time_us recovery_us = 0;  ///< from calm to the first new commit
+    fault_counts counts;           ///< the faults this seed injected
 };
 
 struct seed_plan {
@@ -679,6 +824,7 @@ inline seed_result run_seed(std::uint64_t seed, const seed_plan& plan) {
     o.spares = plan.spares;
     o.seed = seed;
     o.trace = plan.trace;
+    o.clock_offsets = (plan.faults & faults::clocks) != 0;
     if (plan.faults != faults::none) {
         // Each seed also draws its own tuning, so that windows which hide bugs at the
         // defaults (slow fsyncs, one entry per append, tiny snapshots) get explored.
@@ -710,6 +856,7 @@ inline seed_result run_seed(std::uint64_t seed, const seed_plan& plan) {
         }
     r.trace_hash = c.sim().trace_hash();
     r.acknowledged = c.acknowledged();
+    r.counts = c.counts();
     return r;
 }
 

@@ -1,6 +1,11 @@
 #pragma once
 // sim — a deterministic discrete-event simulator: virtual clock, seeded network faults,
-// crashes and clock skew, for whole clusters in one process.
+// crashes, pauses and clocks that differ between machines, for whole clusters in one process.
+//
+// The world is as hard as production: each node's clock has its own offset (machines booted
+// at different times) and rate, and may jump; a node may be paused for seconds (GC, SIGSTOP,
+// VM steal) while its timers and incoming messages queue up; messages may be lost, duplicated,
+// reordered, or delivered seconds late.
 //
 // Every source of nondeterminism (time, message order, loss, timer jitter) comes from one
 // seeded generator and one event queue ordered by (time, sequence number). The same seed
@@ -38,6 +43,8 @@ struct link_faults {
     time_us max_latency_us = 150;
     double loss = 0.0;       ///< probability a message is dropped
     double duplicate = 0.0;  ///< probability a message is delivered twice
+    double late = 0.0;       ///< probability a message is held back...
+    time_us late_max_us = 0; ///< ...by up to this long (late beacons, votes, TimeoutNow)
 };
 
 class simulator {
@@ -69,20 +76,53 @@ public:
         n.alive = false;
         ++n.incarnation;
         n.receiver = nullptr;
+        n.paused_until = 0;  // a new process is not paused
+        n.frozen.clear();
     }
     /// Lets `id` run again (a new incarnation: build a new node object on top).
     void restart(node_id id) { state(id).alive = true; }
 
-    /// Clock skew: the node's clock runs at `rate` (1.0 = true time) and reads `offset_us` ahead.
+    /// Clock skew: from now on the node's clock runs at `rate` (1.0 = true time) and reads
+    /// `offset_us` ahead of where it would otherwise be (set before a node starts: it booted
+    /// that much earlier). The reading never goes back: a steady clock is monotonic.
     void set_clock(node_id id, double rate, std::int64_t offset_us = 0) {
         RR_ASSERT(rate > 0.5 && rate < 2.0);
-        state(id).clock_rate = rate;
-        state(id).clock_offset_us = offset_us;
+        auto& n = state(id);
+        const double reading = static_cast<double>(local_now(id));
+        n.clock_base_us = reading + static_cast<double>(std::max<std::int64_t>(offset_us - n.clock_offset_us, 0));
+        n.clock_since_us = now_;
+        n.clock_rate = rate;
+        n.clock_offset_us = std::max(offset_us, n.clock_offset_us);
     }
+    /// The node's clock jumps forward by `delta_us` (a suspended VM, an NTP step on a clock
+    /// that should not have one).
+    void jump_clock(node_id id, std::uint64_t delta_us) {
+        auto& n = state(id);
+        n.clock_base_us += static_cast<double>(delta_us);
+    }
+    double clock_rate(node_id id) const { return state(id).clock_rate; }
     /// What node `id`'s own clock reads now.
     time_us local_now(node_id id) const {
         auto& n = state(id);
-        return static_cast<time_us>(static_cast<double>(now_) * n.clock_rate + static_cast<double>(n.clock_offset_us));
+        return static_cast<time_us>(n.clock_base_us + static_cast<double>(now_ - n.clock_since_us) * n.clock_rate);
+    }
+
+    // ---- pauses -------------------------------------------------------------------------
+
+    /// Freezes `id` for `duration_us`: its timers, posts and incoming messages wait, then run
+    /// in their order once it resumes. Its clock goes on (a paused process wakes up late).
+    void pause(node_id id, time_us duration_us) {
+        auto& n = state(id);
+        n.paused_until = std::max(n.paused_until, now_ + duration_us);
+        ++pauses_;
+        schedule(n.paused_until, raft::no_node, [this, id] { thaw(id); });
+    }
+    bool paused(node_id id) const { return state(id).paused_until > now_; }
+    /// Ends a pause now (what waited runs at once, in order).
+    void resume(node_id id) {
+        auto& n = state(id);
+        if (n.paused_until > now_) n.paused_until = now_;
+        thaw(id);
     }
 
     // ---- network ----------------------------------------------------------------------
@@ -130,6 +170,10 @@ public:
         } else {
             if (f.loss > 0 && rng_.chance(f.loss)) return;
             if (f.duplicate > 0 && rng_.chance(f.duplicate)) extra.push_back(0);
+            if (f.late > 0 && f.late_max_us > 0 && rng_.chance(f.late)) {
+                extra.front() = rng_.between(f.late_max_us / 4, f.late_max_us);
+                ++late_messages_;
+            }
         }
         for (std::size_t c = 0; c < extra.size(); ++c) {
             time_us delay = rng_.between(f.min_latency_us, f.max_latency_us) + extra[c];
@@ -183,6 +227,10 @@ public:
         if (e.owner != raft::no_node) {
             auto& n = state(e.owner);
             if (!n.alive || n.incarnation != e.incarnation) return true;
+            if (n.paused_until > now_) {  // frozen: it runs when the node resumes, in order
+                n.frozen.push_back(std::move(e));
+                return true;
+            }
         }
         ++events_run_;
         mix(e.time, e.seq, e.owner, 0, 0);
@@ -206,15 +254,11 @@ public:
     std::uint64_t events_run() const noexcept { return events_run_; }
     std::uint64_t messages_sent() const noexcept { return messages_sent_; }
     std::uint64_t messages_delivered() const noexcept { return messages_delivered_; }
+    /// Messages held back by a link's `late` fault, and pauses injected.
+    std::uint64_t late_messages() const noexcept { return late_messages_; }
+    std::uint64_t pauses() const noexcept { return pauses_; }
 
 private:
-    struct node_state {
-        bool alive = true;
-        std::uint64_t incarnation = 1;
-        double clock_rate = 1.0;
-        std::int64_t clock_offset_us = 0;
-        std::function<void(message)> receiver;
-    };
     struct event {
         time_us time;
         std::uint64_t seq;
@@ -225,6 +269,28 @@ private:
             return time != o.time ? time > o.time : seq > o.seq;
         }
     };
+    struct node_state {
+        bool alive = true;
+        std::uint64_t incarnation = 1;
+        double clock_rate = 1.0;
+        std::int64_t clock_offset_us = 0;
+        double clock_base_us = 0;    ///< the clock's reading at clock_since_us
+        time_us clock_since_us = 0;  ///< when the current rate took effect
+        time_us paused_until = 0;
+        std::vector<event> frozen;  ///< events that came due while paused
+        std::function<void(message)> receiver;
+    };
+
+    /// A pause ended: what the node's events waited for runs now, in their order.
+    void thaw(node_id id) {
+        auto& n = state(id);
+        if (n.paused_until > now_) return;  // the pause was extended: a later thaw comes
+        for (auto& e : n.frozen) {
+            e.time = now_;
+            queue_.push(std::move(e));
+        }
+        n.frozen.clear();
+    }
 
     node_state& state(node_id id) {
         auto it = nodes_.find(id);
@@ -252,6 +318,8 @@ private:
     std::uint64_t events_run_ = 0;
     std::uint64_t messages_sent_ = 0;
     std::uint64_t messages_delivered_ = 0;
+    std::uint64_t late_messages_ = 0;
+    std::uint64_t pauses_ = 0;
     std::priority_queue<event, std::vector<event>, std::greater<>> queue_;
     std::map<node_id, node_state> nodes_;
     std::map<std::pair<node_id, node_id>, link_faults> links_;

@@ -683,3 +683,23 @@ TEST_CASE("peers of one cluster draw different election timeouts whatever the ru
         CHECK(first_timeouts.size() > 1);
     }
 }
+
+// Found by the simulator's torn power losses: the WAL is synced before the hard state file
+// is replaced, so a peer can restart with entries of a term its hard state never adopted.
+// Raft needs currentTerm >= every term in the log (a single voter would otherwise lead a
+// term below its own last entry's).
+TEST_CASE("a peer whose hard state lags its log adopts the log's term at start") {
+    core_config cfg;
+    cfg.id = 1;
+    persisted_state st;
+    st.snap.meta.conf.voters = {1};
+    st.hs = {1, 1, 0};
+    for (index_t i = 1; i <= 3; ++i) st.entries.push_back({3, i, entry_type::normal, "x"});
+    core c(cfg, st);
+    CHECK(c.term() == 3);
+    CHECK(c.vote() == no_node);
+    c.campaign();
+    CHECK(c.is_leader());
+    CHECK(c.term() == 4);
+    CHECK(c.log().last_term() == 4);
+}

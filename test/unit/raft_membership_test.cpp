@@ -282,3 +282,68 @@ TEST_CASE("force_leader: members of the old configuration that come back are ref
     auto old = s.applied(2);
     CHECK(std::find(old.begin(), old.end(), "b") == old.end());  // they never got n1's entries
 }
+
+// Found by the simulator (registry workload, a paused node and a wiped one): a node with a
+// stale configuration that still listed a wiped server won an election with the blank
+// server's vote, and overwrote committed entries.
+TEST_CASE("membership: a pristine peer never votes (it may be a wiped server back under its old name)") {
+    scenario s(3);
+    s.elect(1);
+    s.propose(1, "a");
+    spread(s);
+    s.destroy(3);
+    s.add_blank(3);  // wiped: same name, nothing on disk
+    s.crash(1);
+    s.tick(2, 30);  // n2 campaigns: n1 is down, the blank n3 must not make a quorum with it
+    s.settle();
+    CHECK(!s[2].is_leader());
+    CHECK(s[3].vote() == no_node);
+}
+
+// Found by the simulator: a member re-added (wiped, then added back under its name) became
+// leader; a follower that had missed the re-addition still listed it as removed and ignored
+// it for good.
+TEST_CASE("membership: a member added back is heard as leader of a newer term by a peer that missed it") {
+    scenario s(4);
+    s.elect(1);
+    REQUIRE(s.change(1, voters({1, 2, 3})) != 0);  // remove n4
+    spread(s);
+    REQUIRE(s[2].conf().is_removed(4));
+    s.destroy(4);
+    s.add_blank(4);  // wiped, to be added back
+    s.isolate(2);    // n2 misses everything from here
+    REQUIRE(s.change(1, voters({1, 2, 3}, {4})) != 0);
+    spread(s);
+    REQUIRE(s.change(1, voters({1, 2, 3, 4})) != 0);
+    spread(s);
+    REQUIRE(s[4].conf().is_voter(4));
+    REQUIRE(s[1].transfer_leader(4));
+    s.flush(1);
+    s.settle();
+    REQUIRE(s[4].is_leader());
+    s.heal();
+    s.rounds(3);
+    CHECK(s[2].leader() == 4);
+    CHECK(s[2].conf().is_voter(4));
+    CHECK(s[2].log().last_index() == s[4].log().last_index());
+}
+
+// Found by the simulator: a node told it was removed (it retired) and then added back by the
+// cluster never voted or campaigned again, though it counted in the quorum.
+TEST_CASE("membership: a retired peer that a later configuration lists again takes part again") {
+    scenario s(3);
+    s.elect(1);
+    spread(s);
+    s[3].retire();
+    CHECK(s[3].retired());
+    REQUIRE(s.change(1, voters({1, 2})) != 0);  // removed ...
+    spread(s);
+    REQUIRE(s.change(1, voters({1, 2}, {3})) != 0);  // ... and added back, with its data
+    spread(s);
+    CHECK(!s[3].retired());
+    REQUIRE(s.change(1, voters({1, 2, 3})) != 0);
+    spread(s);
+    s.crash(1);
+    const node_id l = s.run_until_leader();
+    CHECK((l == 2 || l == 3));  // n2 alone is no quorum of three: n3 voted
+}

@@ -368,7 +368,8 @@ TEST_CASE("sessions expire by leader time, at session_timeout_ms and one past it
     h.create("U", keys::unique);
     const pid a = P("n1", 1, 1);
     h.time_ms = 1000;
-    CHECK(h.run(1, 1, registry::register_key{"U", "k", a, json(1)}) == result{});
+    CHECK(h.run(1, 1, registry::open_session{}) == result{});
+    CHECK(h.run(1, 2, registry::register_key{"U", "k", a, json(1)}) == result{});
     h.time_ms = 1000 + registry::session_timeout_ms;
     h.run(2, 1, registry::delete_meta{"U", "m"});
     CHECK(h.sm.has_session(1));  // idle exactly the timeout: kept
@@ -382,8 +383,16 @@ TEST_CASE("sessions expire by leader time, at session_timeout_ms and one past it
     h.run(registry::delete_meta{"U", "m"});  // any command carries the leader's clock
     CHECK(!h.sm.has_session(1));
     CHECK(h.sm.has_session(2));
-    // With the session gone, the old command executes again (and now fails): the documented limit.
-    CHECK(h.run(1, 1, registry::register_key{"U", "k", a, json(1)}).code == errc::already_registered);
+    // With the session gone, a retried command is refused and does nothing — never executed
+    // twice. Opening a session again is harmless; its commands then run.
+    const std::string before = h.sm.snapshot();
+    CHECK(h.run(1, 2, registry::register_key{"U", "k", a, json(1)}).code == errc::session_expired);
+    CHECK(h.run(1, 3, registry::unregister{"U", "k", a}).code == errc::session_expired);
+    CHECK(h.sm.lookup("U", "k").size() == 1);
+    CHECK(h.run(1, 1, registry::open_session{}) == result{});
+    CHECK(h.run(1, 2, registry::unregister{"U", "k", a}).ok());
+    CHECK(h.sm.lookup("U", "k").empty());
+    CHECK(before != h.sm.snapshot());
     h.sm.check_invariants();
 }
 
@@ -399,6 +408,7 @@ TEST_CASE("sessions are bounded: the least recently used one goes first") {
     CHECK(!h.sm.has_session(2));
     CHECK(h.sm.has_session(3));
     CHECK(h.sm.has_session(registry::max_sessions + 1));
+    CHECK(h.run(2, 2, registry::delete_meta{"U", "m"}).code == errc::session_expired);  // evicted: refused
     h.sm.check_invariants();
 }
 
@@ -596,7 +606,12 @@ struct command_source {
     std::map<std::uint64_t, std::uint64_t> seqs;
     std::array<std::uint64_t, 3> epochs{};  ///< the current life of n0..n2 as this source sees it
 
+    std::uint64_t last_client = 0;  ///< the client of the last command made
+
     explicit command_source(std::uint64_t seed) : g(seed) {}
+    /// The state machine dropped this client's session: like registry::replica, it starts a
+    /// new one (its next command is seq 1 again).
+    void session_lost(std::uint64_t client) { seqs[client] = 0; }
 
     std::uint64_t pick(std::uint64_t n) { return g() % n; }
     std::string name() { return std::array<const char*, 3>{"U", "D", "X"}[pick(3)]; }
@@ -621,6 +636,7 @@ struct command_source {
         envelope e;
         e.leader_time_ms = pick(50) == 0 ? time_ms / 2 : time_ms;
         e.client_id = pick(12);
+        last_client = e.client_id;
         if (e.client_id != 0) {
             auto& s = seqs[e.client_id];
             const auto roll = pick(10);
@@ -759,11 +775,17 @@ TEST_CASE("determinism: two state machines fed the same 10,000 random commands a
     command_source src(20240601);
     state_machine a, b;
     std::map<errc, int> codes;
+    // U unique and D duplicate from the start (the stream's own creates race otherwise).
+    for (auto [name, mode] : {std::pair{"U", keys::unique}, std::pair{"D", keys::duplicate}}) {
+        const raft::entry e{1, 0, raft::entry_type::normal, registry::encode(envelope{0, 0, 0, registry::create_registry{name, mode}})};
+        REQUIRE(a.apply(e) == b.apply(e));
+    }
     for (std::uint64_t i = 1; i <= 10000; ++i) {
         const raft::entry e{1, i, raft::entry_type::normal, src.next()};
         const result ra = a.apply(e);
         REQUIRE(ra == b.apply(e));
         ++codes[ra.code];
+        if (ra.code == errc::session_expired) src.session_lost(src.last_client);
         if (i % 1000 == 0) {
             a.check_invariants();
             REQUIRE(a.snapshot() == b.snapshot());
@@ -773,7 +795,7 @@ TEST_CASE("determinism: two state machines fed the same 10,000 random commands a
     CHECK(a.count("U") + a.count("D") > 20);  // the final state is not trivially small
     // The stream exercised the interesting outcomes.
     for (errc c : {errc::ok, errc::already_registered, errc::not_registered, errc::not_owner, errc::unknown_registry,
-                   errc::noproc, errc::dropped, errc::invalid_argument})
+                   errc::noproc, errc::dropped, errc::invalid_argument, errc::session_expired})
         CHECK_MESSAGE(codes[c] > 0, "no result ", static_cast<int>(c));
     state_machine c;
     c.restore(a.snapshot());
