@@ -29,6 +29,7 @@ enum class errc {
     not_member,           ///< the named node is not a member (or no longer one) of this cluster
     quorum_alive,         ///< force-leader refused: a leader or a quorum is still reachable
     session_expired,      ///< the client's session was dropped (idle or evicted): nothing was done
+    overloaded,           ///< too much is waiting already (a named limit): nothing was done; retry later
 };
 
 class error_category_impl final : public std::error_category {
@@ -62,6 +63,7 @@ public:
                 return "refused: a leader or a quorum of members is reachable, so the cluster can recover by itself";
             case errc::session_expired:
                 return "the client session expired before this command arrived; nothing was done";
+            case errc::overloaded: return "the node is overloaded (too many operations waiting); nothing was done, retry later";
         }
         return "unknown raregistry error";
     }
@@ -93,6 +95,7 @@ inline const char* name(errc e) noexcept {
         case errc::not_member: return "not_member";
         case errc::quorum_alive: return "quorum_alive";
         case errc::session_expired: return "session_expired";
+        case errc::overloaded: return "overloaded";
     }
     return "unknown";
 }

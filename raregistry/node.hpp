@@ -32,6 +32,7 @@
 #include <raregistry/transport/asio_tcp.hpp>
 
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/address.hpp>
 
 #include <charconv>
 #include <chrono>
@@ -42,6 +43,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <limits>
 #include <map>
 #include <memory>
 #include <optional>
@@ -83,6 +85,13 @@ struct node_config {
     std::chrono::milliseconds op_timeout{5000};            ///< default deadline of API operations
     std::function<void(const std::string&)> log;           ///< significant events; default: stderr with time
 };
+
+/// Whether `host` is a numeric IPv4 or IPv6 address (what the node binds to).
+inline bool numeric_address(const std::string& host) {
+    boost::system::error_code ec;
+    (void)boost::asio::ip::make_address(host, ec);
+    return !ec;
+}
 
 /// Splits "host:port"; nothing unless the port is a number from 1 to 65535.
 inline std::optional<std::pair<std::string, std::uint16_t>> split_host_port(std::string_view s) {
@@ -256,6 +265,8 @@ private:
         auto bad = [](const std::string& why) { throw std::invalid_argument("node configuration: " + why); };
         if (cfg_.id.empty()) bad("id is empty");
         if (!split_host_port(cfg_.listen)) bad("listen \"" + cfg_.listen + "\" is not HOST:PORT");
+        if (!numeric_address(split_host_port(cfg_.listen)->first))
+            bad("listen \"" + cfg_.listen + "\": the host must be a numeric IP address (e.g. 127.0.0.1), not a name");
         if (!recovery::membership<replica_type>::valid_name(cfg_.id))
             bad("id \"" + cfg_.id + "\" must be 1-64 letters, digits, '-', '_' or '.'");
         if (cfg_.peers.empty() && cfg_.join.empty())
@@ -275,6 +286,8 @@ private:
         if (cfg_.data_dir.empty()) bad("data_dir is empty");
         if (cfg_.insecure == !cfg_.tls_dir.empty()) bad("choose exactly one of tls_dir and insecure");
         if (!cfg_.http.empty() && !split_host_port(cfg_.http)) bad("http \"" + cfg_.http + "\" is not HOST:PORT");
+        if (!cfg_.http.empty() && !numeric_address(split_host_port(cfg_.http)->first))
+            bad("http \"" + cfg_.http + "\": the host must be a numeric IP address (e.g. 127.0.0.1), not a name");
         if (cfg_.tick.count() <= 0) bad("tick must be positive");
         registry::replica_options budget;
         budget.tick = cfg_.tick;
@@ -296,6 +309,9 @@ private:
             if (ec != std::errc{} || ptr != text.data() + text.size())
                 throw std::system_error(make_error_code(errc::corrupt_data),
                                         epoch_path().string() + " does not hold a number");
+            if (e >= std::numeric_limits<std::uint64_t>::max() / 2)
+                throw std::system_error(make_error_code(errc::corrupt_data),
+                                        epoch_path().string() + " holds " + text + ", past the largest epoch; the file is damaged");
         }
         write_epoch(e + 1);
         return e + 1;

@@ -27,6 +27,8 @@
 #include <string>
 #include <string_view>
 
+#include <sys/resource.h>
+
 namespace rr = raregistry;
 
 namespace {
@@ -155,6 +157,18 @@ std::string load_config(const std::string& path, rr::node_config& c) {
 
 }  // namespace
 
+/// Raises the soft limit of open files to the hard one; the limit now in force.
+std::uint64_t raise_fd_limit() {
+    rlimit l{};
+    if (::getrlimit(RLIMIT_NOFILE, &l) != 0) return 1024;
+    if (l.rlim_cur < l.rlim_max) {
+        rlimit raised = l;
+        raised.rlim_cur = l.rlim_max;
+        if (::setrlimit(RLIMIT_NOFILE, &raised) == 0) l = raised;
+    }
+    return l.rlim_cur == RLIM_INFINITY ? 1u << 20 : static_cast<std::uint64_t>(l.rlim_cur);
+}
+
 int main(int argc, char** argv) {
     rr::node_config cfg;
     for (int i = 1; i < argc; ++i) {
@@ -176,16 +190,27 @@ int main(int argc, char** argv) {
         return usage("--id, --listen, --data-dir and one of --peers or --join are required");
     std::setvbuf(stderr, nullptr, _IOLBF, 0);
     try {
+        const std::uint64_t fds = raise_fd_limit();
         boost::asio::io_context io;
         rr::tcp_node node(io, cfg);
-        node.start();
         std::optional<rr::debug::http_server> http;
         if (!cfg.http.empty()) {
+            // Bound before the node starts: a bad --http is refused before Raft runs or the
+            // data directory changes.
             auto hp = *rr::split_host_port(cfg.http);
             rr::debug::http_options ho;
             ho.address = hp.first;
             ho.port = hp.second;
+            ho.token = cfg.token;
+            ho.bodies_need_token = true;
+            // Connections stay well below the descriptor limit, with a reserve for the WAL,
+            // snapshots and peers: a flood can never make a disk write fail.
+            ho.max_connections = static_cast<std::size_t>(std::min<std::uint64_t>(ho.max_connections, fds / 4));
             http.emplace(io, ho, rr::debug::routes(node));
+            http->bind();
+        }
+        node.start();
+        if (http) {
             http->start();
             rr::tcp_node::stderr_log(cfg.id + ": http on " + cfg.http +
                                      (cfg.token.empty() ? " (read-only: no token)" : " (mutating routes need the token)"));

@@ -41,6 +41,7 @@
 #pragma GCC diagnostic pop
 #endif
 #include <nlohmann/json.hpp>
+#include <raregistry/debug/http_target.hpp>
 
 #include <algorithm>
 #include <atomic>
@@ -72,31 +73,41 @@ namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace bhttp = boost::beast::http;
 
-/// A request as a route sees it: already parsed, size-checked and percent-decoded.
-struct http_request {
-    std::string method;                        ///< "GET", "PUT", ... (upper case, as sent)
-    std::string path;                          ///< decoded path without the query
-    std::vector<std::string> segments;         ///< path split on '/', each decoded separately; "/" has none
-    std::map<std::string, std::string> query;  ///< decoded query ('+' is a space); a repeated key keeps its last value
-    std::string body;
-    std::string authorization;                 ///< the Authorization header, "" if none
-};
 
 /// What a route answers.
 struct http_response {
     unsigned status = 200;  ///< 200..599; anything else is replaced by a 500
     std::string content_type = "application/json";
     std::string body;
+    std::vector<std::pair<std::string, std::string>> headers;  ///< extra ones (Allow, WWW-Authenticate, ...)
 
     /// `body` serialized as JSON; invalid UTF-8 in strings is replaced, never thrown on.
     static http_response json(unsigned status, const nlohmann::json& body) {
-        return {status, "application/json", body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)};
+        return {status, "application/json", body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), {}};
     }
     /// {"error": message}.
     static http_response error(unsigned status, std::string_view message) {
         return json(status, {{"error", std::string(message)}});
     }
+    /// The same, with one more header.
+    http_response with(std::string name, std::string value) && {
+        headers.emplace_back(std::move(name), std::move(value));
+        return std::move(*this);
+    }
 };
+
+/// Compares secrets in time independent of where they differ (a token check must not tell an
+/// attacker how much of a guess was right).
+inline bool constant_time_equal(std::string_view a, std::string_view b) noexcept {
+    unsigned char diff = a.size() == b.size() ? 0 : 1;
+    const std::size_t n = std::max(a.size(), b.size());
+    for (std::size_t i = 0; i < n; ++i) {
+        const unsigned char x = i < a.size() ? static_cast<unsigned char>(a[i]) : 0;
+        const unsigned char y = i < b.size() ? static_cast<unsigned char>(b[i]) : 0;
+        diff |= static_cast<unsigned char>(x ^ y);
+    }
+    return diff == 0;
+}
 
 struct http_options {
     std::string address = "127.0.0.1";  ///< a numeric IPv4/IPv6 address; loopback unless told otherwise
@@ -104,81 +115,20 @@ struct http_options {
     std::size_t max_body_bytes = 1 << 20;
     std::size_t max_header_bytes = 16 * 1024;  ///< request line and headers together
     std::chrono::seconds idle_timeout{30};     ///< also bounds reading one request and writing one response
+    /// Connections served at once; one more is answered 503 and closed at once, so a flood
+    /// cannot exhaust the process's file descriptors or memory.
+    std::size_t max_connections = 256;
+    /// With bodies_need_token, a request with a body must carry "Authorization: Bearer
+    /// <token>": checked on the headers, before a byte of the body is read (401 otherwise, 403
+    /// when no token is set: then no route takes a body), and the connection closes — a
+    /// client without the token cannot make the server buffer anything.
+    bool bodies_need_token = false;
+    std::string token;
 };
 
 /// A route: called once per request; must call `respond` exactly once, possibly later and from any thread.
 using http_handler = std::function<void(http_request, std::function<void(http_response)> respond)>;
 
-/// Decodes %xx escapes ('+' is left alone). ok=false (and "" returned) on a '%' not followed by two hex digits.
-inline std::string percent_decode(std::string_view s, bool& ok) {
-    auto hex = [](char c) -> int {
-        if (c >= '0' && c <= '9') return c - '0';
-        if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-        if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-        return -1;
-    };
-    std::string out;
-    out.reserve(s.size());
-    ok = true;
-    for (std::size_t i = 0; i < s.size(); ++i) {
-        if (s[i] != '%') {
-            out.push_back(s[i]);
-            continue;
-        }
-        int hi = i + 2 < s.size() ? hex(s[i + 1]) : -1;
-        int lo = i + 2 < s.size() ? hex(s[i + 2]) : -1;
-        if (hi < 0 || lo < 0) {
-            ok = false;
-            return {};
-        }
-        out.push_back(static_cast<char>(hi * 16 + lo));
-        i += 2;
-    }
-    return out;
-}
-
-namespace detail {
-
-/// Fills path, segments and query from an origin-form target ("/a/b?x=1"); false if the
-/// target is not an absolute path or holds a malformed percent-encoding.
-inline bool parse_target(std::string_view target, http_request& r) {
-    if (target.empty() || target.front() != '/') return false;
-    auto q = target.find('?');
-    std::string_view raw_path = target.substr(0, q);
-    std::string_view raw_query = q == std::string_view::npos ? std::string_view{} : target.substr(q + 1);
-    bool ok = true;
-    r.path = percent_decode(raw_path, ok);
-    // Split before decoding, so an encoded '/' (%2F) stays inside its segment.
-    std::string_view rest = raw_path.substr(1);
-    for (bool more = ok && !rest.empty(); more && ok;) {
-        auto slash = rest.find('/');
-        r.segments.push_back(percent_decode(rest.substr(0, slash), ok));
-        more = slash != std::string_view::npos;
-        if (more) rest.remove_prefix(slash + 1);
-    }
-    auto decode_form = [&ok](std::string_view s) {
-        std::string t(s);
-        for (auto& c : t)
-            if (c == '+') c = ' ';
-        bool part_ok = true;
-        std::string out = percent_decode(t, part_ok);
-        ok = ok && part_ok;
-        return out;
-    };
-    while (ok && !raw_query.empty()) {
-        auto amp = raw_query.find('&');
-        std::string_view pair = raw_query.substr(0, amp);
-        raw_query = amp == std::string_view::npos ? std::string_view{} : raw_query.substr(amp + 1);
-        if (pair.empty()) continue;
-        auto eq = pair.find('=');
-        std::string key = decode_form(pair.substr(0, eq));
-        std::string value = eq == std::string_view::npos ? std::string{} : decode_form(pair.substr(eq + 1));
-        r.query.insert_or_assign(std::move(key), std::move(value));
-    }
-    return ok;
-}
-
-}  // namespace detail
 
 /// Serves HTTP/1.1 on one address, handing each well-formed request to the handler.
 class http_server {
@@ -189,7 +139,10 @@ public:
     http_server& operator=(const http_server&) = delete;
     ~http_server() { stop(); }
 
-    /// Binds and listens; throws std::system_error naming the address if it cannot.
+    /// Binds and listens, without serving yet (so that a bad address is found early); throws
+    /// std::system_error naming the address if it cannot.
+    void bind() { state_->bind(); }
+    /// Binds (unless bind() did) and serves.
     void start() { state_->start(); }
     /// Closes the acceptor and every connection. Final: the server does not start again.
     void stop() { state_->stop(); }
@@ -218,6 +171,12 @@ private:
             : io(i), opts(std::move(o)), handler(std::move(h)), acceptor(i) {}
 
         void start() {
+            bind();
+            asio::co_spawn(io, accept_loop(shared_from_this()), asio::detached);
+        }
+
+        void bind() {
+            if (acceptor.is_open()) return;
             boost::system::error_code ec;
             auto address = asio::ip::make_address(opts.address, ec);
             asio::ip::tcp::endpoint ep(address, opts.port);
@@ -231,7 +190,6 @@ private:
                 throw std::system_error(ec, "debug http: cannot listen on " + opts.address + ":" + std::to_string(opts.port));
             }
             port = acceptor.local_endpoint().port();
-            asio::co_spawn(io, accept_loop(shared_from_this()), asio::detached);
         }
 
         void stop() {
@@ -253,10 +211,43 @@ private:
                     co_await pause.async_wait(asio::redirect_error(asio::use_awaitable, ec));
                     continue;
                 }
+                if (connections.size() >= opts.max_connections) {
+                    asio::co_spawn(io, refuse(std::move(socket)), asio::detached);
+                    continue;
+                }
                 auto c = std::make_shared<connection>(std::move(socket));
                 connections.insert(c);
                 asio::co_spawn(io, serve(shared_from_this(), c), asio::detached);
             }
+        }
+
+        /// One connection too many: a fixed 503 (nothing read), then closed.
+        static asio::awaitable<void> refuse(asio::ip::tcp::socket socket) {
+            static const std::string busy = [] {
+                const std::string body = R"({"error":"too many connections; retry in a moment","code":"overloaded"})";
+                return "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                       "Retry-After: 1\r\nContent-Length: " +
+                       std::to_string(body.size()) + "\r\n\r\n" + body;
+            }();
+            boost::system::error_code ec;
+            co_await asio::async_write(socket, asio::buffer(busy), asio::redirect_error(asio::use_awaitable, ec));
+            socket.shutdown(asio::ip::tcp::socket::shutdown_both, ec);
+            socket.close(ec);
+        }
+
+        /// What the headers alone refuse: HTTP/1.1 without Host (400), a body without the
+        /// token (401). Nothing when the request may go on.
+        std::optional<http_response> check_header(const bhttp::request_parser<bhttp::string_body>& parser) const {
+            const auto& h = parser.get();
+            if (h.version() >= 11 && h.find(bhttp::field::host) == h.end())
+                return http_response::error(400, "an HTTP/1.1 request needs a Host header");
+            const bool has_body = parser.chunked() || (parser.content_length() && *parser.content_length() > 0);
+            if (!opts.bodies_need_token || !has_body) return std::nullopt;
+            if (opts.token.empty()) return http_response::error(403, "mutating routes are off: start the node with a token (--token)");
+            const auto given = h[bhttp::field::authorization];
+            if (!constant_time_equal(std::string_view(given.data(), given.size()), "Bearer " + opts.token))
+                return http_response::error(401, "a request with a body needs the bearer token").with("WWW-Authenticate", "Bearer");
+            return std::nullopt;
         }
 
         /// Reads requests and writes their answers, one at a time, until the connection ends.
@@ -275,6 +266,12 @@ private:
                 boost::system::error_code ec;
                 stream.expires_after(opts.idle_timeout);
                 co_await bhttp::async_read_header(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
+                if (!ec) {
+                    if (auto refusal = check_header(parser)) {  // nothing of the body is read
+                        co_await write(stream, *refusal, parser.get().version(), false, false);
+                        break;
+                    }
+                }
                 if (!ec && !parser.is_done() && parser.get().version() >= 11 &&
                     beast::iequals(parser.get()[bhttp::field::expect], "100-continue")) {
                     bhttp::response<bhttp::empty_body> go_on{bhttp::status::continue_, 11};
@@ -313,7 +310,8 @@ private:
             auto m = req.method();
             if (m != verb::get && m != verb::head && m != verb::post && m != verb::put && m != verb::delete_ &&
                 m != verb::patch && m != verb::options)
-                co_return http_response::error(405, "method '" + std::string(req.method_string()) + "' is not supported");
+                co_return http_response::error(405, "method '" + std::string(req.method_string()) + "' is not supported")
+                    .with("Allow", "GET, HEAD, POST, PUT, DELETE");
             http_request r;
             if (!detail::parse_target(std::string_view(req.target().data(), req.target().size()), r))
                 co_return http_response::error(400, "malformed request target (bad percent-encoding or not an absolute path)");
@@ -365,6 +363,7 @@ private:
             bhttp::response<bhttp::string_body> res{static_cast<bhttp::status>(r.status), version};
             res.set(bhttp::field::content_type, r.content_type);
             res.set(bhttp::field::cache_control, "no-store");
+            for (auto& [name, value] : r.headers) res.set(name, value);
             res.keep_alive(keep);
             if (!keep) res.set(bhttp::field::connection, "close");  // explicit even for HTTP/1.0
             res.body() = std::move(r.body);

@@ -33,6 +33,7 @@
 // Thread safety: the handler runs on the node's io_context, like the node.
 
 #include <raregistry/debug/http.hpp>
+#include <raregistry/detail/json_guard.hpp>
 #include <raregistry/node.hpp>
 #include <raregistry/registry/server.hpp>
 
@@ -99,6 +100,7 @@ inline unsigned status_of(std::error_code ec) {
     if (ec == errc::invalid_argument) return 400;
     if (ec == errc::timeout) return 504;  // the outcome is unknown
     if (ec == errc::no_quorum || ec == errc::shutting_down) return 503;
+    if (ec == errc::overloaded) return 429;
     return 500;
 }
 
@@ -191,6 +193,14 @@ inline std::string metrics_text(tcp_node& node) {
          node.membership().changes());
     line("raregistry_force_leader_total", "Forced recoveries after quorum loss this node took over.", "counter",
          node.force().forced());
+    out += "# HELP raregistry_refused_raft_messages_total Raft messages refused, by reason.\n"
+           "# TYPE raregistry_refused_raft_messages_total counter\n";
+    static constexpr const char* reasons[] = {"not_member", "term_out_of_bounds", "removed", "timeout_now_not_from_leader"};
+    for (std::size_t i = 0; i < std::size(reasons); ++i)
+        out += std::string("raregistry_refused_raft_messages_total{reason=\"") + reasons[i] + "\"} " +
+               std::to_string(core.refusals()[i]) + "\n";
+    line("raregistry_refused_app_messages_total", "Replica messages refused from peers that are not members.", "counter",
+         st.refused_app_messages);
     out += "# HELP raregistry_registrations Registrations per registry.\n# TYPE raregistry_registrations gauge\n";
     for (const auto& name : rep.state().registry_names())
         out += "raregistry_registrations{registry=\"" + name + "\"} " + std::to_string(rep.state().count(name)) + "\n";
@@ -220,29 +230,43 @@ inline http_handler routes(tcp_node& node) {
         auto fail = [&](unsigned status, const std::string& why) { respond(http_response::error(status, why)); };
         auto authorized = [&] {
             const auto& token = node.config().token;
-            return !token.empty() && req.authorization == "Bearer " + token;
+            return !token.empty() && constant_time_equal(req.authorization, "Bearer " + token);
         };
         auto need_token = [&] {
             if (node.config().token.empty())
                 fail(403, "mutating routes are off: start the node with a token (--token)");
             else
-                fail(401, "missing or wrong bearer token");
+                respond(http_response::error(401, "missing or wrong bearer token").with("WWW-Authenticate", "Bearer"));
         };
+        auto not_allowed = [&](const std::string& why, const char* allow) {
+            respond(http_response::error(405, why).with("Allow", allow));
+        };
+        // Bodies are JSON from outside: bounded in depth before they are parsed (see
+        // detail::json_guard); an empty body is {} where a route allows it.
+        std::string body_problem;
+        auto parse_body = [&](bool empty_is_object) -> json {
+            if (req.body.empty() && empty_is_object) return json::object();
+            auto j = raregistry::detail::parse_bounded_json(req.body, registry::max_json_depth,
+                                                            registry::max_value_bytes * 2, &body_problem);
+            return j ? std::move(*j) : json(json::value_t::discarded);
+        };
+        // HEAD is GET without the body (the server drops it).
+        if (req.method == "HEAD") req.method = "GET";
         auto find_registry = [&](const std::string& name) -> tcp_node::registry_type* {
             auto it = node.registries().find(name);
             return it == node.registries().end() ? nullptr : &node.registry(name, it->second.mode());
         };
 
         if (req.method == "GET" && seg.empty())
-            return respond(http_response{200, "text/html; charset=utf-8", std::string(dashboard_html())});
+            return respond(http_response{200, "text/html; charset=utf-8", std::string(dashboard_html()), {}});
         if (seg.size() < 2 || seg[0] != "v1") return fail(404, "no such route: " + req.path);
 
         if (seg.size() == 2 && seg[1] == "status") {
-            if (req.method != "GET") return fail(405, "status is GET only");
+            if (req.method != "GET") return not_allowed("status is GET only", "GET, HEAD");
             return respond(http_response::json(200, detail::status_json(node)));
         }
         if (seg.size() == 2 && seg[1] == "health") {
-            if (req.method != "GET") return fail(405, "health is GET only");
+            if (req.method != "GET") return not_allowed("health is GET only", "GET, HEAD");
             const auto& core = node.replica().core();
             const bool leader_known = core.leader() != raft::no_node;
             const bool caught_up = node.replica().raft_node().applied() >= core.log().committed();
@@ -251,14 +275,14 @@ inline http_handler routes(tcp_node& node) {
                                                {{"leader_known", leader_known}, {"caught_up", caught_up}, {"fenced", fenced}}));
         }
         if (seg.size() == 2 && seg[1] == "metrics") {
-            if (req.method != "GET") return fail(405, "metrics is GET only");
-            return respond(http_response{200, "text/plain; version=0.0.4", detail::metrics_text(node)});
+            if (req.method != "GET") return not_allowed("metrics is GET only", "GET, HEAD");
+            return respond(http_response{200, "text/plain; version=0.0.4", detail::metrics_text(node), {}});
         }
         if (seg[1] == "registries" && seg.size() >= 3) {
             auto* reg = find_registry(seg[2]);
             if (!reg) return fail(404, "no registry named \"" + seg[2] + "\" on this node");
             if (seg.size() == 3) {
-                if (req.method != "GET") return fail(405, "listing is GET only");
+                if (req.method != "GET") return not_allowed("listing is GET only", "GET, HEAD");
                 std::size_t limit = 100;
                 if (auto it = req.query.find("limit"); it != req.query.end()) {
                     auto [p, ec] = std::from_chars(it->second.data(), it->second.data() + it->second.size(), limit);
@@ -276,10 +300,11 @@ inline http_handler routes(tcp_node& node) {
                     });
             }
             if ((seg.size() == 5 || seg.size() == 6) && seg[3] == "servers") {
-                if (req.method != "POST") return fail(405, "servers take POST");
+                if (req.method != "POST") return not_allowed("servers take POST", "POST");
                 if (!authorized()) return need_token();
-                json body = req.body.empty() ? json::object() : json::parse(req.body, nullptr, false);
-                if (body.is_discarded() || !body.is_object()) return fail(400, "the body must be a JSON object");
+                json body = parse_body(true);
+                if (body.is_discarded() || !body.is_object())
+                    return fail(400, "the body must be a JSON object" + (body_problem.empty() ? "" : ": " + body_problem));
                 const std::string key = seg[4];
                 if (seg.size() == 5) {
                     json args = body.contains("args") ? body["args"] : json::object();
@@ -310,6 +335,10 @@ inline http_handler routes(tcp_node& node) {
             }
             if (seg.size() == 5 && seg[3] == "keys") {
                 const std::string key = seg[4];
+                // The same rules for every method: a key is 1..max_key_bytes of valid UTF-8.
+                if (key.empty() || key.size() > registry::max_key_bytes)
+                    return fail(400, "a key is 1 to " + std::to_string(registry::max_key_bytes) + " bytes");
+                if (!raregistry::detail::valid_utf8(key)) return fail(400, "a key must be valid UTF-8");
                 if (req.method == "GET") {
                     auto c = registry::consistency::linearizable;
                     if (auto it = req.query.find("consistency"); it != req.query.end()) {
@@ -327,9 +356,10 @@ inline http_handler routes(tcp_node& node) {
                 }
                 if (req.method == "PUT") {
                     if (!authorized()) return need_token();
-                    json body = json::parse(req.body, nullptr, false);
+                    json body = parse_body(false);
                     if (body.is_discarded() || !body.is_object() || !body.contains("value"))
-                        return fail(400, "the body must be a JSON object {\"value\": ...}");
+                        return fail(400, "the body must be a JSON object {\"value\": ...}" +
+                                             (body_problem.empty() ? "" : ": " + body_problem));
                     const registry::pid self = reg->owner();  // the process this acts for
                     return reg->as(self).async_register(key, body["value"], [respond, self](std::error_code ec, registry::pid owner) {
                         if (ec == errc::already_registered)
@@ -348,7 +378,7 @@ inline http_handler routes(tcp_node& node) {
                         respond(http_response::json(200, {{"ok", true}, {"pid", self.to_string()}}));
                     });
                 }
-                return fail(405, "keys take GET, PUT or DELETE");
+                return not_allowed("keys take GET, PUT or DELETE", "GET, HEAD, PUT, DELETE");
             }
             return fail(404, "no such route: " + req.path);
         }
@@ -359,8 +389,9 @@ inline http_handler routes(tcp_node& node) {
                 if (!rep.core().is_leader()) return fail(409, "this node is not the leader");
                 std::string to;
                 if (!req.body.empty()) {
-                    json body = json::parse(req.body, nullptr, false);
-                    if (body.is_discarded() || !body.is_object()) return fail(400, "the body must be a JSON object");
+                    json body = parse_body(false);
+                    if (body.is_discarded() || !body.is_object())
+                        return fail(400, "the body must be a JSON object" + (body_problem.empty() ? "" : ": " + body_problem));
                     if (body.contains("to")) {
                         if (!body["to"].is_string()) return fail(400, "\"to\" must be a member name");
                         to = body["to"].get<std::string>();
@@ -380,7 +411,7 @@ inline http_handler routes(tcp_node& node) {
             }
             const auto timeout = std::chrono::duration_cast<tcp_node::replica_type::duration>(std::chrono::seconds(60));
             if (seg.size() == 3 && seg[2] == "members" && req.method == "POST") {
-                json body = json::parse(req.body, nullptr, false);
+                json body = parse_body(false);
                 if (body.is_discarded() || !body.is_object() || !body.contains("id") || !body["id"].is_string() ||
                     !body.contains("address") || !body["address"].is_string())
                     return fail(400, "the body must be {\"id\": \"n4\", \"address\": \"host:port\"}");

@@ -23,9 +23,12 @@
 #include <raregistry/raft/types.hpp>
 
 #include <algorithm>
+#include <array>
 #include <deque>
+#include <map>
 #include <optional>
 #include <span>
+#include <tuple>
 #include <string>
 #include <utility>
 #include <vector>
@@ -270,23 +273,37 @@ public:
     }
     bool retired() const noexcept { return retired_; }
 
+    /// Whether this peer holds no configuration at all (it waits to be added: new, or wiped;
+    /// it may have learnt a term meanwhile).
+    bool unconfigured() const noexcept { return conf_.voters.empty() && conf_.learners.empty(); }
+
     /// Whether this peer has never had a configuration (a node waiting to join or bootstrap).
     bool pristine() const noexcept {
         return conf_.voters.empty() && conf_.learners.empty() && log_.last_index() == 0 && term_ == 0;
     }
 
     /// Handles one message from a peer.
+    ///
+    /// Only members speak Raft: a message counts only from a voter or learner of the latest
+    /// configuration or of the committed one (a change may yet be undone), from a peer
+    /// admit()ted through the membership path (a pristine node's cluster, a leader this node
+    /// has not yet seen added), or from the leader this node follows in this term (it removed
+    /// itself and hands over). A term more than max_term_jump above ours, or above
+    /// max_term, is refused (force_leader's jump is made locally, never taken from a message).
+    /// Every refusal is counted (refusals(), take_refusals()).
     void step(message m) {
         if (m.from == cfg_.id || m.to != cfg_.id || m.type == message_type::app) return;
+        if (!speaks_raft(m)) return refuse(m, refusal::not_member);
+        if (m.term > max_term || m.term > term_ + max_term_jump) return refuse(m, refusal::term_out_of_bounds);
         // A member whose removal is committed cannot disrupt us (nor can members of the old
         // configuration after force_leader): everything from it is ignored — except from the
-        // leader we follow in this term, which removed itself and hands over. While the change
-        // is uncommitted it may yet be undone, so its messages still count (Raft §4.1:
-        // requests are processed without consulting the configuration).
+        // leader we follow in this term, which removed itself and hands over, and from a peer
+        // admitted since (added back).
         if (conf_.is_removed(m.from) && conf_index_ <= log_.committed() && !(m.from == leader_ && m.term == term_) &&
-            !leads_newer_term(m))
-            return;
+            !admitted_.contains(m.from))
+            return refuse(m, refusal::removed);
         if (!handle_term(m)) return;
+        if (m.type == message_type::append || m.type == message_type::heartbeat) unknown_peer_.reset();
         switch (m.type) {
             case message_type::pre_vote:
             case message_type::vote: return handle_vote_request(m);
@@ -300,15 +317,43 @@ public:
         }
     }
 
-    /// A leader's message of a term newer than ours, from a member our configuration says was
-    /// removed: it was added again since (a wiped node back under its name) in a configuration
-    /// we have not seen yet. A removed server cannot lead a newer term — it would need votes
-    /// from a quorum of a configuration that includes it, and a quorum of the one that removed
-    /// it knows — so it is heard, and its log brings us that configuration.
-    static bool leads_newer_term_kind(message_type t) noexcept {
-        return t == message_type::append || t == message_type::heartbeat || t == message_type::snapshot;
+    /// The highest term any message may carry, and the most it may raise ours at once: term
+    /// arithmetic never wraps, and a bad peer cannot push the cluster to the end of the range.
+    static constexpr term_t max_term = term_t{1} << 62;
+    static constexpr term_t max_term_jump = term_t{1} << 32;
+
+    /// Why a message was not processed.
+    enum class refusal : std::uint8_t {
+        not_member,          ///< the sender is no member of our configurations, nor admitted
+        term_out_of_bounds,  ///< its term is beyond max_term or max_term_jump above ours
+        removed,             ///< the sender's removal is committed
+        not_leader,          ///< a TimeoutNow from someone other than the leader of our term
+    };
+    /// Refusals counted so far, by reason (index: refusal).
+    const std::array<std::uint64_t, 4>& refusals() const noexcept { return refusal_counts_; }
+    /// Refusals since the last call, oldest first (sender, reason, the term it claimed), at
+    /// most one per sender and reason: for logging once per peer.
+    std::vector<std::tuple<node_id, refusal, term_t>> take_refusals() { return std::exchange(new_refusals_, {}); }
+    /// The sender of a leader's message (append, heartbeat, snapshot) or a vote request of a
+    /// newer term that was refused because it is no member we know: the replica may ask a
+    /// member whether it was added (then admit() it). Cleared by admit() and by hearing a
+    /// leader we know.
+    std::optional<node_id> unknown_peer() const noexcept { return unknown_peer_; }
+
+    /// Trusts `id` as a member until the configuration says so itself: a pristine node asking
+    /// to join admits the members of the cluster that answered it; a node admits a leader a
+    /// member told it was added (its log then brings the configuration).
+    void admit(node_id id) {
+        if (id == no_node || id == cfg_.id || admitted_.size() >= max_members) return;
+        admitted_.insert_or_assign(id, conf_index_);
+        if (unknown_peer_ == id) unknown_peer_.reset();
     }
-    bool leads_newer_term(const message& m) const noexcept { return m.term > term_ && leads_newer_term_kind(m.type); }
+    bool admitted(node_id id) const noexcept { return admitted_.contains(id); }
+    /// Whether `id` is a voter or learner of the latest configuration or of the committed one
+    /// (a change not yet committed may be undone).
+    bool in_configuration(node_id id) const {
+        return conf_.contains(id) || (conf_index_ > log_.committed() && conf_at(log_.committed()).contains(id));
+    }
 
     // ---- driver interface ---------------------------------------------------------------
 
@@ -374,6 +419,27 @@ public:
 private:
     enum class campaign_kind { pre, real, forced };
 
+    // ---- who speaks Raft -----------------------------------------------------------------
+
+    bool speaks_raft(const message& m) {
+        if (in_configuration(m.from) || admitted_.contains(m.from)) return true;
+        if (m.from == leader_ && m.term == term_) return true;  // hands over after removing itself
+        // A leader, or a candidate, of a newer term that we do not know: it may have been added
+        // while we were away (a stale voter's vote may be what the new configuration needs).
+        const bool claims = m.type == message_type::append || m.type == message_type::heartbeat ||
+                            m.type == message_type::snapshot || m.type == message_type::vote ||
+                            m.type == message_type::pre_vote;
+        if (claims && m.term > term_) unknown_peer_ = m.from;
+        return false;
+    }
+
+    void refuse(const message& m, refusal why) {
+        ++refusal_counts_[static_cast<std::size_t>(why)];
+        const bool seen = std::any_of(new_refusals_.begin(), new_refusals_.end(),
+                                      [&](const auto& r) { return std::get<0>(r) == m.from && std::get<1>(r) == why; });
+        if (!seen && new_refusals_.size() < 64) new_refusals_.emplace_back(m.from, why, m.term);
+    }
+
     // ---- term and vote rules (Raft §5.1, §5.2, pre-vote §9.6, check-quorum §6.2) --------
 
     /// Applies the term rules; false when the message must be dropped.
@@ -411,10 +477,10 @@ private:
 
     void handle_vote_request(const message& m) {
         bool pre = m.type == message_type::pre_vote;
-        // A pristine peer (no configuration, no log) waits to be added; it may be a wiped
-        // server back under its old name, whose old votes it no longer knows: it never votes,
-        // or a candidate of a stale configuration that still lists that name could win with it.
-        bool can_vote = !retired_ && !pristine() &&
+        // A peer without a configuration waits to be added; it may be a wiped server back under
+        // its old name, whose old votes it no longer knows: it never votes, or a candidate of a
+        // stale configuration that still lists that name could win with it.
+        bool can_vote = !retired_ && !unconfigured() &&
                         (vote_ == m.from || (vote_ == no_node && leader_ == no_node) || (pre && m.term > term_));
         message r = make(pre ? message_type::pre_vote_resp : message_type::vote_resp, m.from);
         if (can_vote && log_.is_up_to_date(m.log_index, m.log_term)) {
@@ -539,7 +605,8 @@ private:
                 election_elapsed_ = 0;
                 leader_ = m.from;
                 return handle_snapshot(std::move(m));
-            case message_type::timeout_now:
+            case message_type::timeout_now:  // only the leader we follow hands over
+                if (m.from != leader_ || m.term != term_) return refuse(m, refusal::not_leader);
                 return campaign(campaign_kind::forced);
             case message_type::read_index_resp:
                 return answer_forwarded_read(m);
@@ -814,6 +881,10 @@ private:
             bool stale = pr.state == progress::mode::replicate ? m.log_index <= pr.match
                                                                : m.log_index != pr.next - 1;
             if (stale || pr.state == progress::mode::snapshot) return;
+            // It lacks an entry it acknowledged: its disk lost data, or it was wiped while a
+            // member. What that did to past commits cannot be undone, but it must not leave
+            // us probing the same index forever: start over from what it holds.
+            if (m.log_index <= pr.match && m.reject_hint < pr.match) pr.match = m.reject_hint;
             index_t probe = m.reject_hint;
             if (m.log_term > 0) probe = log_.last_index_with_term_at_most(probe, m.log_term);
             become_probe(pr, std::min(m.log_index, probe + 1));
@@ -1006,6 +1077,9 @@ private:
     void adopt_conf(configuration c, index_t index) {
         conf_ = std::move(c);
         conf_index_ = index;
+        std::erase_if(admitted_, [&](const auto& a) {
+            return index > a.second && (conf_.contains(a.first) || conf_.is_removed(a.first));
+        });
         if (retired_ && index > retired_at_ && conf_.contains(cfg_.id)) retired_ = false;  // added back
         if (role_ == role::leader) {
             for (node_id id : conf_.voters)
@@ -1101,6 +1175,12 @@ private:
     term_t lease_void_term_ = 0;  ///< the term in which this peer last started a transfer
     bool retired_ = false;
     index_t retired_at_ = 0;  ///< conf_index_ when this peer retired
+    /// Trusted through the membership path (see admit()), with the configuration index then:
+    /// a later configuration that lists or removes the peer takes over.
+    std::map<node_id, index_t> admitted_;
+    std::optional<node_id> unknown_peer_;
+    std::array<std::uint64_t, 4> refusal_counts_{};
+    std::vector<std::tuple<node_id, refusal, term_t>> new_refusals_;
     hard_state prev_hs_;
     int election_elapsed_ = 0;
     int heartbeat_elapsed_ = 0;

@@ -68,6 +68,9 @@ public:
         /// Pause between two steps (0: the next turn of the loop). The simulator sets one to
         /// give serialization a cost in its virtual time.
         duration snapshot_step_pause{0};
+        /// Proposals and read requests waiting at most (each); beyond, `overloaded`.
+        std::size_t max_pending_proposals = 1'000'000;
+        std::size_t max_pending_reads = 1'000'000;
         /// Test hooks: every ready taken, every entry applied.
         std::function<void(const ready&)> on_ready;
         std::function<void(const entry&)> on_apply;
@@ -139,6 +142,7 @@ public:
     /// the same client sequence number) or shutting_down.
     void propose(std::string data, propose_handler h) {
         if (stopped_) return post_error(std::move(h), errc::shutting_down);
+        if (proposals_.size() >= opts_.max_pending_proposals) return post_error(std::move(h), errc::overloaded);
         index_t i = core_->propose(std::move(data));
         if (i == 0) return post_error(std::move(h), errc::not_leader);
         enqueue(i, std::move(h));
@@ -163,6 +167,17 @@ public:
         index_t i = core_->propose_conf_change(std::move(next));
         RR_ASSERT(i != 0);
         enqueue(i, std::move(h));
+    }
+
+    /// Trusts `id` as a member until the configuration says so (see core::admit).
+    void admit(node_id id) {
+        if (stopped_) return;
+        core_->admit(id);
+        kick();
+    }
+    /// Messages refused since the last call (see core::take_refusals).
+    std::vector<std::tuple<node_id, raft::core::refusal, term_t>> take_refusals() {
+        return core_ ? core_->take_refusals() : std::vector<std::tuple<node_id, raft::core::refusal, term_t>>{};
     }
 
     /// The cluster removed this node (see core::retire).
@@ -191,6 +206,8 @@ public:
     /// Waits until a linearizable read is safe on this node (ReadIndex, §6.4).
     void read_barrier(read_handler h) {
         if (stopped_) return transport_.post([h = std::move(h)] { h(errc::shutting_down); });
+        if (read_requests_.size() + read_waiters_.size() >= opts_.max_pending_reads)
+            return transport_.post([h = std::move(h)] { h(errc::overloaded); });
         std::uint64_t id = ++read_ids_;
         read_requests_.emplace(id, std::move(h));
         core_->read_index(id);

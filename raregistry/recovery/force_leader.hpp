@@ -219,6 +219,7 @@ private:
         std::vector<raft::node_id> ids;
         for (std::uint32_t i = 0; i < n; ++i) ids.push_back(r.u64());
         if (!r.done() || std::find(ids.begin(), ids.end(), rep_.net().self()) == ids.end()) return 0;
+        if (term_floor > raft::core::max_term - raft::core::forced_term_gap) return 0;  // would leave the term range
         // Survivors are members of the configuration — or this node itself, whose latest
         // configuration may leave it out (it was removing itself when the quorum was lost; that
         // change can never commit now).

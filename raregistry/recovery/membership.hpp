@@ -14,9 +14,11 @@
 // - joining: a node started with seeds (members of a running cluster) and no configuration of
 //   its own waits a random time in [wait_for_nodes_min, wait_for_nodes_max] (the seed's
 //   wait_for_nodes_range_ms), then asks the seeds to add it, again every join_retry, until it
-//   is a voter. If no seed answers with a cluster, the node whose name is the smallest among
-//   itself and its seeds starts a new cluster of one; no other node ever starts one, so a
-//   whole cluster started at once with the same seed lists forms exactly one cluster.
+//   is a voter (meanwhile it asks the seeds who the cluster is, so that an operator's
+//   add_member finds it listening to the leader). If no seed answers with a cluster, the
+//   node whose name is the smallest among itself and its seeds starts a new cluster of one;
+//   no other node ever starts one, so a whole cluster started at once with the same seed
+//   lists forms exactly one cluster.
 // - automatic removal (off unless auto_remove_after > 0): the leader removes a voter it has
 //   not heard from for that long, never going below min_voters voters.
 //
@@ -28,6 +30,7 @@
 #include <raregistry/registry/replica.hpp>
 #include <raregistry/wire/codec.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <deque>
 #include <functional>
@@ -63,7 +66,7 @@ struct membership_options {
 enum class membership_kind : std::uint64_t {
     request = 80,  ///< [u64 id][u8 op][name][address][u64 timeout_us]  member -> leader
     reply,         ///< [u64 id][u32 errc]                                leader -> member
-    join,          ///< [name][address]                                   joiner -> seed
+    join,          ///< [name][address][u8 0 member, 1 blank: add me, 2 blank: who are you?] joiner -> seed
     join_ack,      ///< [u8 has_cluster][configuration]                   seed -> joiner
 };
 
@@ -91,6 +94,7 @@ public:
             auto lo = opts_.wait_for_nodes_min.count(), hi = std::max(lo, opts_.wait_for_nodes_max.count());
             auto wait = std::chrono::milliseconds(lo + static_cast<long long>(rng_->below(static_cast<std::uint64_t>(hi - lo + 1))));
             join_started_ = rep_.net().now();
+            introduce_round(join_started_ + std::chrono::duration_cast<duration>(wait));
             after(wait, [this] { join_round(); });
         }
         if (opts_.auto_remove_after.count() > 0) after(std::chrono::seconds(1), [this] { auto_remove_round(); });
@@ -334,6 +338,8 @@ private:
             }
             case membership_kind::join: {
                 std::string name = r.bytes(), address = r.bytes();
+                const std::uint8_t flag = r.u8();  // 0: not blank, 1: blank, add me, 2: blank, who are you?
+                const bool blank = flag != 0;
                 if (!r.done() || !valid_name(name) || !valid_address(address)) return;
                 if (raft::node_id_of(name) != from || name == rep_.name()) return;  // names are checked by TLS
                 rep_.learn_name(name);
@@ -342,7 +348,14 @@ private:
                 w.u8(conf.voters.empty() ? 0 : 1);
                 w.bytes(raft::encode_configuration(conf));
                 rep_.send_app(name, kind(membership_kind::join_ack), std::move(ack));
-                if (conf.voters.empty() || conf.is_voter(from)) return;
+                if (conf.voters.empty() || conf.is_voter(from) || flag == 2) return;
+                // Only a blank node is added: one that still holds a configuration was a member
+                // (removed, or left out by a force-leader) and must be wiped first.
+                if (!blank) {
+                    if (refused_joiners_.insert(name).second)
+                        rep_.log_line("refusing to add " + name + ": it is not blank (wipe its data directory first)");
+                    return;
+                }
                 const duration timeout = std::chrono::duration_cast<duration>(opts_.catch_up_timeout);
                 if (rep_.core().is_leader()) return lead(op_kind::add, name, address, timeout, [](std::error_code) {});
                 if (rep_.core().leader() == raft::no_node) return;
@@ -364,6 +377,14 @@ private:
                 auto c = raft::decode_configuration_exactly(encoded);
                 if (!c) return;
                 if (!has_cluster) return;
+                // Only a seed we were told to join through answers for the cluster; while it has
+                // no configuration, this node then trusts that cluster's members (their Raft messages
+                // count: the leader adds it as a learner and sends it the log).
+                const bool from_seed = std::any_of(opts_.seeds.begin(), opts_.seeds.end(),
+                                                   [&](const auto& seed) { return raft::node_id_of(seed.first) == from; });
+                if (!from_seed || !rep_.core().unconfigured()) return;
+                for (auto ids : {&c->voters, &c->learners})
+                    for (raft::node_id id : *ids) rep_.raft_node().admit(id);
                 cluster_seen_ = true;
                 // Reach every member: the leader may not be among the seeds.
                 if constexpr (requires(decltype(rep_.net())& t, transport::peer_address p) { t.add_seed(p); }) {
@@ -392,6 +413,23 @@ private:
 
     // ---- joining ------------------------------------------------------------------------
 
+    /// While it waits to ask, a blank node already asks its seeds who the cluster is: an
+    /// operator may add it meanwhile, and its Raft then hears the leader (see join_ack).
+    void introduce_round(duration until) {
+        if (cluster_seen_ || !rep_.core().unconfigured() || rep_.net().now() >= until) return;
+        send_join(2);
+        after(std::min(opts_.join_retry, std::chrono::milliseconds(200)), [this, until] { introduce_round(until); });
+    }
+    void send_join(std::uint8_t flag) {
+        std::string bytes;
+        wire::detail::writer w(bytes);
+        w.bytes(rep_.name());
+        w.bytes(opts_.self_address);
+        w.u8(flag);
+        for (auto& [name, _] : opts_.seeds)
+            if (name != rep_.name()) rep_.send_app(name, kind(membership_kind::join), bytes);
+    }
+
     void join_round() {
         if (is_voter()) {
             if (!joined_logged_) rep_.log_line("member of the cluster (voter)");
@@ -409,13 +447,8 @@ private:
                           std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(waited).count()) +
                           " ms and this node has the smallest name: starting a new cluster");
             rep_.raft_node().bootstrap(std::move(c));
-        } else {
-            std::string bytes;
-            wire::detail::writer w(bytes);
-            w.bytes(rep_.name());
-            w.bytes(opts_.self_address);
-            for (auto& [name, _] : opts_.seeds)
-                if (name != rep_.name()) rep_.send_app(name, kind(membership_kind::join), bytes);
+        } else if (core.unconfigured()) {  // a node that was a member never asks again
+            send_join(1);
         }
         after(opts_.join_retry, [this] { join_round(); });
     }
@@ -484,6 +517,7 @@ private:
     duration join_started_{};
     bool cluster_seen_ = false;
     bool joined_logged_ = false;
+    std::set<std::string> refused_joiners_;  ///< logged once each
     raft::term_t lead_term_ = 0;
     duration lead_since_{};
 };

@@ -94,6 +94,9 @@ struct replica_options {
     std::chrono::microseconds retry_delay{20'000};         ///< pause after a refusal
     double max_drift = 0.05;           ///< assumed bound on clock rate error (lease and fencing margins)
     std::size_t lanes = 64;            ///< concurrent writes of this node (more wait in line)
+    std::size_t max_pending_writes = 100'000;  ///< writes in flight or waiting; beyond: overloaded
+    std::size_t max_pending_reads = 100'000;   ///< read barriers waiting; beyond: overloaded
+    std::size_t max_pending_calls = 10'000;    ///< calls waiting for an answer; beyond: overloaded
     /// How long and how many client sessions the state machine keeps: the same on every
     /// member. Client deadlines must stay well below the timeout (see state_machine.hpp).
     session_limits sessions;
@@ -137,12 +140,14 @@ enum class app_kind : std::uint64_t {
     lease_reply,       ///< [u64 op][u32 attempt][u32 errc][u64 index]
     beacon,            ///< [u64 sent][u64 term][u64 acked][u64 quorum_age]   leader -> member
     beacon_ack,        ///< [u64 sent][u64 term][u64 promise_us]              member -> leader
-    removed,           ///< [u64 term][configuration]: "you are not a member"  member -> removed node
+    removed,           ///< [u64 term][configuration][u64 its index]: "you are not a member"  member -> removed node
     deliver,           ///< [pid][json message]: a message for a local process
     call,              ///< [u64 call][pid][json request]: a call to a local process
     call_reply,        ///< [u64 call][u32 errc][json reply]
     monitor,           ///< [u64 ref][pid watcher][pid target]      watcher's node -> target's node
     down,              ///< [u64 ref][pid watcher][pid target][reason] target's node -> watcher's node
+    who_is,            ///< [u64 id]: is `id` in your latest or committed configuration?  member -> member
+    member_of,         ///< [u64 id][u8 yes]                                              member -> member
     user = 64,         ///< kinds from here on belong to the layers above (server.hpp)
 };
 
@@ -239,6 +244,7 @@ public:
     /// may still have run).
     void call(const pid& to, json request, duration timeout, call_done done) {
         if (stopped_) return transport_.post([done = std::move(done)] { done(errc::shutting_down, json()); });
+        if (calls_.size() >= opts_.max_pending_calls) return transport_.post([done = std::move(done)] { done(errc::overloaded, json()); });
         const std::uint64_t id = ++call_ids_;
         calls_.emplace(id, pending_call{std::move(done), transport_.now() + timeout});
         if (to.node == opts_.name) {
@@ -355,6 +361,7 @@ public:
     /// processes are claims the node watches (process exit, fencing).
     void write(command cmd, duration timeout, write_handler h) {
         if (stopped_) return post_result(std::move(h), errc::shutting_down);
+        if (writes_.size() >= opts_.max_pending_writes) return post_result(std::move(h), errc::overloaded);
         if (auto ec = check_owner(cmd)) return post_result(std::move(h), ec);
         if (claims_unique_name(cmd) && fenced_now()) return post_result(std::move(h), errc::no_quorum);
         auto op = std::make_shared<write_op>();
@@ -395,6 +402,7 @@ public:
     void read_barrier(consistency c, duration timeout, read_handler h) {
         if (stopped_) return transport_.post([h = std::move(h)] { h(errc::shutting_down); });
         if (c == consistency::local) return transport_.post([h = std::move(h)] { h({}); });
+        if (reads_.size() >= opts_.max_pending_reads) return transport_.post([h = std::move(h)] { h(errc::overloaded); });
         auto op = std::make_shared<read_op>();
         op->id = ++op_ids_;
         op->lease = c == consistency::lease;
@@ -509,6 +517,7 @@ public:
         std::uint64_t writes = 0, write_retries = 0, forwarded = 0, timeouts = 0;
         std::uint64_t node_downs_proposed = 0, fencings = 0, new_epochs = 0, process_downs = 0;
         std::uint64_t sessions_lost = 0;  ///< writes that found their session dropped
+        std::uint64_t refused_app_messages = 0;  ///< from peers that are not members
     };
     const counters& stats() const noexcept { return stats_; }
 
@@ -745,7 +754,9 @@ private:
             if (r.code == errc::session_expired) return session_lost(op, n);
             return finish(*op, {}, std::move(r));
         }
-        if (ec == errc::shutting_down) return finish(*op, ec, {});
+        // Refused for good, whoever leads: answered at once (400 over HTTP), never retried.
+        if (ec == errc::shutting_down || ec == errc::invalid_argument || ec == errc::not_member || ec == errc::overloaded)
+            return finish(*op, ec, {});
         // not_leader, dropped (did not commit), outcome_unknown: try again, same sequence number.
         if (op->attempt == n) retry_soon(op, n);
     }
@@ -809,7 +820,7 @@ private:
         auto on_barrier = [this, op, n](std::error_code ec) {
             if (op->done || stopped_) return;
             if (!ec) return finish_read(*op, {});
-            if (ec == errc::shutting_down) return finish_read(*op, ec);
+            if (ec == errc::shutting_down || ec == errc::overloaded) return finish_read(*op, ec);
             if (op->attempt == n)
                 transport_.after(std::chrono::duration_cast<duration>(opts_.retry_delay), [this, op, n] {
                     if (!op->done && !stopped_ && op->attempt == n) read_attempt(op);
@@ -878,7 +889,9 @@ private:
             if (auto it = user_apps_.find(kind); it != user_apps_.end()) it->second(from, bytes);
             return;
         }
-        if (!names_.contains(from)) return;  // unknown peers are ignored
+        // Only members (and peers admitted through the membership path) speak to the replica;
+        // the layers above (membership's join, force-leader) check their senders themselves.
+        if (!is_member(from)) return refuse_app(from);
         wire::detail::reader r(bytes);
         switch (static_cast<app_kind>(kind)) {
             case app_kind::forward: {
@@ -929,24 +942,26 @@ private:
                 return;
             }
             case app_kind::beacon: return on_beacon(from, r);
+            case app_kind::who_is: return on_who_is(from, r);
+            case app_kind::member_of: return on_member_of(from, r);
             case app_kind::removed: return on_removed(from, r);
             case app_kind::beacon_ack: return on_beacon_ack(from, r);
             case app_kind::deliver: {
                 pid to = get_pid(r);
                 std::string cbor = r.bytes();
                 if (!r.done() || to.node != opts_.name) return;
-                auto msg = json::from_cbor(cbor, true, false);
-                if (msg.is_discarded()) return;
-                return deliver(to, msg);
+                auto msg = decode_json(cbor);
+                if (!msg) return;
+                return deliver(to, *msg);
             }
             case app_kind::call: {
                 const std::uint64_t id = r.u64();
                 pid to = get_pid(r);
                 std::string cbor = r.bytes();
                 if (!r.done()) return;
-                auto request = json::from_cbor(cbor, true, false);
-                if (request.is_discarded()) return;
-                return serve_call(to, request, [this, from, id](std::error_code ec, json answer) {
+                auto request = decode_json(cbor);
+                if (!request) return;
+                return serve_call(to, *request, [this, from, id](std::error_code ec, json answer) {
                     if (stopped_) return;
                     std::string out;
                     wire::detail::writer w(out);
@@ -976,9 +991,9 @@ private:
                 const auto code = static_cast<errc>(r.u32());
                 std::string cbor = r.bytes();
                 if (!r.done()) return;
-                auto answer = json::from_cbor(cbor, true, false);
-                if (answer.is_discarded()) return;
-                return finish_call(id, code, std::move(answer));
+                auto answer = decode_json(cbor);
+                if (!answer) return;
+                return finish_call(id, code, std::move(*answer));
             }
             default:
                 if (auto it = user_apps_.find(kind); it != user_apps_.end()) it->second(from, bytes);
@@ -1097,6 +1112,87 @@ private:
         for (auto& [ref, target] : ended) fire_down(ref, target, "node_down");
     }
 
+    /// A JSON value from a peer's CBOR: bounded in size and depth before anything is parsed.
+    static std::optional<json> decode_json(std::string_view cbor) {
+        if (cbor.size() > max_value_bytes || !detail::cbor_nesting_within(cbor, max_json_depth)) return std::nullopt;
+        try {
+            json j = json::from_cbor(cbor, true, false, json::cbor_tag_handler_t::error);
+            if (j.is_discarded()) return std::nullopt;
+            return j;
+        } catch (...) {
+            return std::nullopt;
+        }
+    }
+
+    /// Whether peer `id` may speak to this replica: a member of its configuration (latest or
+    /// committed), or admitted through the membership path.
+    bool is_member(raft::node_id id) const {
+        const auto& c = node_->core();
+        return c.in_configuration(id) || c.admitted(id) || c.leader() == id;
+    }
+
+    /// A message from a stranger: counted, logged once per peer.
+    void refuse_app(raft::node_id from) {
+        ++stats_.refused_app_messages;
+        if (refused_logged_.size() < 256 && refused_logged_.insert({from, 255}).second)
+            log("refused messages from " + peer_label(from) + ": not a member");
+    }
+    std::string peer_label(raft::node_id id) const {
+        auto n = member_name(id);
+        if (n.empty()) n = transport_name(id);
+        return n.empty() ? "node " + std::to_string(id) : n;
+    }
+    std::string transport_name(raft::node_id id) const {
+        if constexpr (requires(Transport& t) { t.peer_name(id); }) return transport_.peer_name(id);
+        else return {};
+    }
+
+    // ---- admission: a leader or candidate this node has not seen added ----------------------
+
+    /// Raft refused a leader's message or a vote request of a newer term from a peer no
+    /// configuration of ours lists: if it was added while we were away, a member vouches for
+    /// it and it is admitted.
+    void ask_about_unknown_peer(duration now) {
+        const auto unknown = node_->core().unknown_peer();
+        if (!unknown || now - asked_about_at_ < std::chrono::duration_cast<duration>(opts_.beacon_interval) * 3) return;
+        asked_about_at_ = now;
+        std::string bytes;
+        wire::detail::writer w(bytes);
+        w.u64(*unknown);
+        for (raft::node_id v : node_->core().conf().voters)
+            if (v != transport_.self()) node_->send_app(v, static_cast<std::uint64_t>(app_kind::who_is), bytes);
+    }
+    void on_who_is(raft::node_id from, wire::detail::reader& r) {
+        const std::uint64_t id = r.u64();
+        if (!r.done()) return;
+        const auto& c = node_->core();
+        // Vouched for if a configuration a leader made lists it (its latest or committed one).
+        const bool yes = c.in_configuration(id);
+        std::string bytes;
+        wire::detail::writer w(bytes);
+        w.u64(id);
+        w.u8(yes ? 1 : 0);
+        node_->send_app(from, static_cast<std::uint64_t>(app_kind::member_of), std::move(bytes));
+    }
+    void on_member_of(raft::node_id from, wire::detail::reader& r) {
+        const std::uint64_t id = r.u64();
+        const std::uint8_t yes = r.u8();
+        if (!r.done() || yes != 1 || !node_->core().conf().contains(from)) return;
+        if (node_->core().unknown_peer() != id) return;  // only what we asked about
+        log("admitting " + peer_label(id) + ": member " + member_name(from) + " says it was added");
+        node_->admit(id);
+    }
+
+    /// Raft's refusals since the last round, logged once per peer and reason.
+    void log_refusals() {
+        for (const auto& [from, why, term] : node_->take_refusals()) {
+            if (refused_logged_.size() >= 256 || !refused_logged_.insert({from, static_cast<int>(why)}).second) continue;
+            static constexpr const char* reasons[] = {"not a member", "term out of bounds", "removed", "TimeoutNow not from the leader"};
+            log("refused Raft messages from " + peer_label(from) + ": " + reasons[static_cast<int>(why)] +
+                " (term " + std::to_string(term) + ")");
+        }
+    }
+
     void deliver(const pid& to, const json& msg) {
         check_fence(transport_.now());  // a node resumed from a pause fences before its processes act
         auto it = procs_.find(to);
@@ -1128,6 +1224,7 @@ private:
         wire::detail::writer w(bytes);
         w.u64(c.term());
         w.bytes(raft::encode_configuration(c.conf()));
+        w.u64(c.conf_index());
         node_->send_app(from, static_cast<std::uint64_t>(app_kind::removed), std::move(bytes));
     }
 
@@ -1135,6 +1232,7 @@ private:
     void on_removed(raft::node_id from, wire::detail::reader& r) {
         const raft::term_t term = r.u64();
         std::string encoded = r.bytes();
+        const raft::index_t at = r.u64();
         if (!r.done()) return;
         auto conf = raft::decode_configuration_exactly(encoded);
         const auto self = transport_.self();
@@ -1148,6 +1246,9 @@ private:
         // node took part in a newer term (e.g. it leads the configuration a force-leader made,
         // and the notice comes from a member of the lost one).
         if (term < c.term() || c.is_leader()) return;
+        // A notice of a configuration older than ours that lists us is stale: this node was
+        // added back since (a late copy of a notice of its previous life, say).
+        if (at < c.conf_index() && c.conf().contains(self)) return;
         node_->retire();
         told_removed_ = true;
         log("REFUSED by " + member_name(from) + ": the cluster removed this node (its configuration of term " +
@@ -1212,6 +1313,8 @@ private:
         check_fence(now);
         check_life();
         check_remote_monitors();
+        ask_about_unknown_peer(now);
+        log_refusals();
     }
 
     /// The time by which a quorum (this leader included) had acknowledged beacons.
@@ -1263,7 +1366,8 @@ private:
         // first received it, and had its quorum `quorum_age` before it said so. Both readings
         // are of our clock (the age stretched by the drift bound): a late or duplicated beacon
         // cannot confirm us later than the leader really heard from us.
-        if (acked != 0 && (c.leader() == from || c.leader() == raft::no_node)) {
+        if (c.leader() != from) return;  // beacons come from the leader this node follows
+        if (acked != 0) {
             auto it = beacon_recv_.find(acked);
             if (it != beacon_recv_.end()) {
                 const auto age = duration(static_cast<std::int64_t>(
@@ -1276,7 +1380,7 @@ private:
         // Promise: while this follower has heard from its leader within the election timeout
         // it refuses votes (check-quorum), for the rest of that timeout.
         std::uint64_t promise = 0;
-        if (opts_.raft.check_quorum && c.leader() == from && c.state() == raft::role::follower) {
+        if (opts_.raft.check_quorum && c.state() == raft::role::follower) {
             // The current tick may end at once: count only the whole ticks left after it.
             const int left = opts_.raft.election_ticks - c.election_elapsed() - 1;
             if (left > 0)
@@ -1522,6 +1626,8 @@ private:
     std::map<raft::node_id, std::uint64_t> beacon_sent_round_;  ///< ... in liveness rounds
     std::map<raft::node_id, std::uint64_t> last_heard_round_;   ///< ... and when each member was last heard
     std::uint64_t rounds_ = 0;                                  ///< liveness rounds run so far
+    duration asked_about_at_{};                                 ///< last who_is round
+    std::set<std::pair<raft::node_id, int>> refused_logged_;    ///< (peer, reason) already logged
     std::uint64_t lead_since_round_ = 0;
     std::map<raft::node_id, duration> last_heard_;
     std::map<raft::node_id, duration> acked_;        ///< leader: latest beacon each member acked

@@ -19,6 +19,7 @@
 #include <raregistry/transport/sim.hpp>
 
 #include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <memory>
 #include <optional>
@@ -118,6 +119,15 @@ inline std::optional<unsigned> parse(std::string_view s) {
     return mask;
 }
 }  // namespace faults
+
+/// `n` scaled by the environment's RR_SEED_SCALE (a fraction, default 1; at least 1 seed): the
+/// sanitizer build runs fewer simulated seeds than the normal one.
+inline std::uint64_t scaled_seed_count(std::uint64_t n) {
+    const char* env = std::getenv("RR_SEED_SCALE");
+    const double scale = env ? std::atof(env) : 1.0;
+    if (!(scale > 0) || scale >= 1) return n;
+    return std::max<std::uint64_t>(1, static_cast<std::uint64_t>(static_cast<double>(n) * scale));
+}
 
 /// How many faults of each kind a run injected, so that a reader sees they happened.
 struct fault_counts {
@@ -509,6 +519,12 @@ private:
         m.sm = std::make_unique<log_machine>();
         m.node = std::make_unique<node_type>(*m.net, *m.disk, *m.sm, std::move(o));
         m.node->start();
+        // A spare asked to join and a member answered with the cluster (recovery::membership
+        // does this on a join_ack): it trusts the cluster's servers until a configuration
+        // lists it.
+        if (m.node->core().unconfigured())
+            for (int i = 1; i <= opts_.nodes + opts_.spares; ++i)
+                if (static_cast<raft::node_id>(i) != m.id) m.node->admit(static_cast<raft::node_id>(i));
         m.last_role = raft::role::follower;
     }
 

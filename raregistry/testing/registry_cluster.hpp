@@ -218,6 +218,14 @@ private:
         m.rep->start();
         recovery::membership_options mo;
         mo.self_address = m.address();
+        // Spares (and wiped nodes) join as raregistryd --join does, with every other node as a
+        // seed: admitted once a member answers with the cluster.
+        if (m.name[0] == 's' || m.disk->durable().snap.meta.conf.voters.empty())
+            for (const auto& n : names_)
+                if (n != m.name) mo.seeds.emplace_back(n, find(n)->address());
+        mo.wait_for_nodes_max = std::chrono::milliseconds(200);
+        mo.join_retry = std::chrono::milliseconds(200);
+        mo.bootstrap_if_alone = false;
         mo.seed = detail::mix_seed(sim_.seed(), m.id);
         mo.catch_up_timeout = std::chrono::milliseconds(3000);
         mo.retry_delay = std::chrono::milliseconds(20);

@@ -24,6 +24,7 @@
 
 #include <raregistry/error.hpp>
 #include <raregistry/raft/types.hpp>
+#include <raregistry/transport/concepts.hpp>
 #include <raregistry/wire/codec.hpp>
 
 #include <boost/asio.hpp>
@@ -86,6 +87,14 @@ struct tcp_options {
     std::chrono::milliseconds backoff_min{20};
     std::chrono::milliseconds backoff_max{2000};
     std::chrono::milliseconds handshake_timeout{5000};  ///< TLS and hello must finish within this
+    /// Connections at once (handshaking or established); more are closed as they arrive, so a
+    /// flood cannot exhaust the process's file descriptors.
+    std::size_t max_connections = 256;
+    /// Guests (nodes that are not members yet) connected at once, the largest frame one may
+    /// send, and how long one may stay silent: what a stranger can make the node hold.
+    std::size_t max_guests = 32;
+    std::uint32_t max_guest_frame_bytes = 64 * 1024;
+    std::chrono::milliseconds guest_idle_timeout{30000};
     /// One line per significant event (connections, refusals); default: stderr.
     std::function<void(const std::string&)> log;
 };
@@ -129,9 +138,18 @@ public:
             ssl_->set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
                               asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 |
                               asio::ssl::context::no_tlsv1_1);
-            ssl_->load_verify_file(opts_.tls->ca);
-            ssl_->use_certificate_chain_file(opts_.tls->cert);
-            ssl_->use_private_key_file(opts_.tls->key, asio::ssl::context::pem);
+            auto load = [](const std::string& what, const std::string& file, auto&& fn) {
+                try {
+                    fn();
+                } catch (const boost::system::system_error& e) {
+                    throw std::system_error(e.code().value(), std::generic_category(),
+                                            "transport::asio_tcp: cannot load the " + what + " " + file + " (" +
+                                                e.code().message() + ")");
+                }
+            };
+            load("CA certificate", opts_.tls->ca, [&] { ssl_->load_verify_file(opts_.tls->ca); });
+            load("certificate", opts_.tls->cert, [&] { ssl_->use_certificate_chain_file(opts_.tls->cert); });
+            load("private key", opts_.tls->key, [&] { ssl_->use_private_key_file(opts_.tls->key, asio::ssl::context::pem); });
             ssl_->set_verify_mode(asio::ssl::verify_peer | asio::ssl::verify_fail_if_no_peer_cert);
         }
     }
@@ -345,13 +363,27 @@ private:
     // ---- accepting and dialing --------------------------------------------------------------
 
     asio::awaitable<void> accept_loop() {
+        auto pause = std::chrono::milliseconds(10);
         while (running_) {
             boost::system::error_code ec;
             ip_tcp::socket s = co_await acceptor_.async_accept(asio::redirect_error(asio::use_awaitable, ec));
             if (ec) {
                 if (!running_) co_return;
+                // Out of file descriptors, say: back off (up to a second) instead of spinning.
+                asio::steady_timer wait(io_, pause);
+                co_await wait.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+                pause = std::min(pause * 2, std::chrono::milliseconds(1000));
                 continue;
             }
+            pause = std::chrono::milliseconds(10);
+            if (open_connections_ >= opts_.max_connections) {
+                ++stats_.refused;
+                if (!over_limit_logged_) opts_.log("refusing connections: " + std::to_string(opts_.max_connections) + " are open");
+                over_limit_logged_ = true;
+                s.close(ec);
+                continue;
+            }
+            over_limit_logged_ = false;
             asio::co_spawn(io_, serve(std::move(s), nullptr), asio::detached);
         }
     }
@@ -388,6 +420,11 @@ private:
     /// Runs one connection: TLS handshake, hello exchange, identity checks, then reads frames
     /// until it fails. `dialed` is the link we dialed, or null for an accepted connection.
     asio::awaitable<void> serve(ip_tcp::socket s, std::shared_ptr<link> dialed) {
+        ++open_connections_;
+        struct count_down {
+            std::size_t& n;
+            ~count_down() { --n; }
+        } counted{open_connections_};
         boost::system::error_code ec;
         s.set_option(ip_tcp::no_delay(true), ec);
         std::string remote = endpoint_text(s);
@@ -409,7 +446,8 @@ private:
             wire::append_frame(hello_frame, wire::frame_kind::hello,
                                [&](std::string& o) { wire::encode_hello({opts_.cluster_id, opts_.name}, o); });
             co_await conn->write_all(hello_frame);
-            wire::frame_reader reader(opts_.max_frame_bytes);
+            // Until the peer has said who it is, nothing large is buffered.
+            wire::frame_reader reader(max_hello_bytes);
             std::optional<wire::hello> hello;
             char buf[16384];
             while (!hello) {
@@ -426,9 +464,10 @@ private:
             }
             if (hello->cluster_id != opts_.cluster_id)
                 co_return refuse(conn, who, "belongs to cluster '" + hello->cluster_id + "', not '" + opts_.cluster_id + "'");
-            if (auto* t = std::get_if<tls_stream>(&conn->stream); t && !dialed) {
+            if (auto* t = std::get_if<tls_stream>(&conn->stream)) {
+                if (peer_certificate_is_ca(*t)) co_return refuse(conn, who, "presented a CA certificate, not a node's");
                 std::string cert_name = peer_certificate_name(*t);
-                if (cert_name != hello->node_name)
+                if (!dialed && cert_name != hello->node_name)
                     co_return refuse(conn, who, "claims to be '" + hello->node_name + "' but its certificate names '" +
                                                     cert_name + "'");
             }
@@ -437,7 +476,12 @@ private:
             auto it = links_.find(raft::node_id_of(hello->node_name));
             if (it == links_.end() && opts_.accept_guests && !dialed && !hello->node_name.empty() &&
                 hello->node_name != opts_.name) {
-                // Not a peer (yet): a node asking to join, vouched for by the cluster CA.
+                // Not a peer (yet): a node asking to join, vouched for by the cluster CA. A
+                // certificate proves a name, not membership: Raft and the replica ignore what
+                // a guest says until the membership path admits it.
+                std::size_t guests = 0;
+                for (const auto& [id, l] : links_) guests += l->guest ? 1 : 0;
+                if (guests >= opts_.max_guests) co_return refuse(conn, who, "too many guests connected");
                 auto g = std::make_shared<link>(peer_address{hello->node_name, {}, 0});
                 g->guest = true;
                 it = links_.emplace(raft::node_id_of(hello->node_name), std::move(g)).first;
@@ -452,12 +496,27 @@ private:
             l->conn = conn;
             ++stats_.connections;
             opts_.log("connected to " + conn->peer_name + " (" + remote + (ssl_ ? ", TLS" : ", plaintext") + ")");
+            // From here on frames may be as large as a member's; a guest's stay small, and a
+            // guest that stays silent too long is let go.
+            reader.set_max_frame_bytes(l->guest ? opts_.max_guest_frame_bytes : opts_.max_frame_bytes);
+            std::shared_ptr<asio::steady_timer> idle;
+            if (l->guest) idle = std::make_shared<asio::steady_timer>(io_);
+            auto arm_idle = [&] {
+                if (!idle) return;
+                idle->expires_after(opts_.guest_idle_timeout);
+                idle->async_wait([conn](boost::system::error_code e) {
+                    if (!e) conn->close();
+                });
+            };
+            arm_idle();
             // Frames that arrived together with the hello.
-            if (!co_await drain(reader, conn)) co_return;
+            if (!co_await drain(reader, conn)) co_return forget(conn);
             while (!conn->closed) {
                 std::size_t n = co_await conn->read_some(asio::buffer(buf));
+                arm_idle();
+                reader.set_max_frame_bytes(l->guest ? opts_.max_guest_frame_bytes : opts_.max_frame_bytes);  // admitted since?
                 reader.feed(std::string_view(buf, n));
-                if (!co_await drain(reader, conn)) co_return;
+                if (!co_await drain(reader, conn)) co_return forget(conn);
             }
         } catch (const boost::system::system_error& e) {
             bool handshake = conn->peer_name.empty();
@@ -507,10 +566,24 @@ private:
         conn->close();
     }
 
-    void forget(const std::shared_ptr<connection>& conn) {
+    /// The connection is over; a guest's link goes with it (its name is not kept). By value:
+    /// the caller's pointer may be a link's own, which this resets.
+    void forget(std::shared_ptr<connection> conn) {
         conn->close();
-        for (auto& [id, l] : links_)
-            if (l->conn == conn) l->conn.reset();
+        for (auto it = links_.begin(); it != links_.end();) {
+            if (it->second->conn == conn) it->second->conn.reset();
+            if (it->second->guest && !it->second->conn && !it->second->member) it = links_.erase(it);
+            else ++it;
+        }
+    }
+
+    /// Whether the peer's certificate is a CA's (it may sign node certificates, but it is none).
+    static bool peer_certificate_is_ca(tls_stream& t) {
+        X509* cert = SSL_get_peer_certificate(t.native_handle());
+        if (!cert) return false;
+        const bool ca = X509_check_ca(cert) != 0;
+        X509_free(cert);
+        return ca;
     }
 
     static std::string peer_certificate_name(tls_stream& t) {
@@ -538,6 +611,10 @@ private:
     tcp_stats stats_;
     std::mt19937_64 rng_;
     bool running_ = false;
+    std::size_t open_connections_ = 0;
+    bool over_limit_logged_ = false;
+    /// A hello is a cluster id and a name: no more is buffered before the peer says who it is.
+    static constexpr std::uint32_t max_hello_bytes = 4096;
 };
 
 }  // namespace raregistry::transport

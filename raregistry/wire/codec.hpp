@@ -253,6 +253,8 @@ inline void append_frame(std::string& out, const raft::message& m) {
 class frame_reader {
 public:
     explicit frame_reader(std::uint32_t max_frame_bytes = default_max_frame_bytes) : max_(max_frame_bytes) {}
+    /// Changes the limit for the frames still to come (e.g. once the peer is known).
+    void set_max_frame_bytes(std::uint32_t max_frame_bytes) noexcept { max_ = max_frame_bytes; }
 
     struct frame {
         frame_kind kind;

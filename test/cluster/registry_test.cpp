@@ -8,6 +8,9 @@
 
 #include "support.hpp"
 
+#include <raregistry/registry/command.hpp>
+#include <raregistry/transport/asio_tcp.hpp>
+
 #include <nlohmann/json.hpp>
 
 #include <memory>
@@ -21,13 +24,18 @@ const std::string token = "s3cret";
 
 struct cluster {
     fs::path root = make_temp_dir();
-    fs::path tls = certs("registry");
+    fs::path tls;
     std::vector<std::uint16_t> raft_ports, http_ports;
     std::vector<std::unique_ptr<process>> procs;
     std::string peers;
+    std::vector<std::string> extra;  ///< more flags for every node
+    std::string shell_prefix;       ///< run through `sh -c "<prefix> exec raregistryd ..."` (e.g. a ulimit)
     int starts = 0;
 
-    cluster() {
+    /// Three nodes with certificates for `names` (the others are for strangers).
+    explicit cluster(const std::string& tag = "registry", std::vector<std::string> names = {"n1", "n2", "n3"},
+                     std::vector<std::string> flags = {}, std::string prefix = {})
+        : tls(certs(tag, names)), extra(std::move(flags)), shell_prefix(std::move(prefix)) {
         for (int i = 0; i < 3; ++i) {
             raft_ports.push_back(free_port());
             http_ports.push_back(free_port());
@@ -44,13 +52,18 @@ struct cluster {
 
     void start(int i) {
         auto u = static_cast<std::size_t>(i);
-        procs[u] = std::make_unique<process>(
-            std::vector<std::string>{RR_RAREGISTRYD, "--id", name(i), "--listen", "127.0.0.1:" + std::to_string(raft_ports[u]),
-                                     "--peers", peers, "--data-dir", (root / name(i)).string(), "--tls-dir", tls.string(),
-                                     "--http", "127.0.0.1:" + std::to_string(http_ports[u]), "--token", token,
-                                     "--registry", "reg=unique", "--registry", "pubsub=duplicate", "--tick-ms", "10",
-                                     "--node-down-after-ms", "1500", "--fence-after-ms", "600"},
-            root / (name(i) + "-" + std::to_string(++starts) + ".log"));
+        std::vector<std::string> args{RR_RAREGISTRYD, "--id", name(i), "--listen", "127.0.0.1:" + std::to_string(raft_ports[u]),
+                                      "--peers", peers, "--data-dir", (root / name(i)).string(), "--tls-dir", tls.string(),
+                                      "--http", "127.0.0.1:" + std::to_string(http_ports[u]), "--token", token,
+                                      "--registry", "reg=unique", "--registry", "pubsub=duplicate", "--tick-ms", "10",
+                                      "--node-down-after-ms", "1500", "--fence-after-ms", "600"};
+        args.insert(args.end(), extra.begin(), extra.end());
+        if (!shell_prefix.empty()) {
+            std::string line = shell_prefix + " exec";
+            for (const auto& a : args) line += " '" + a + "'";
+            args = {"/bin/sh", "-c", line};
+        }
+        procs[u] = std::make_unique<process>(args, root / (name(i) + "-" + std::to_string(++starts) + ".log"));
     }
     std::uint16_t http_port(int i) const { return http_ports[static_cast<std::size_t>(i)]; }
     http_reply get(int i, const std::string& target) { return http(http_port(i), "GET", target); }
@@ -337,4 +350,180 @@ TEST_CASE("raregistryd: a second daemon on a data directory in use is refused an
     CHECK_MESSAGE(stranger->output().find("belongs to node 'n1'") != std::string::npos, stranger->output());
     CHECK(read_all(dir / "EPOCH") == epoch_after);
     fs::remove_all(root);
+}
+
+namespace {
+
+/// The names registered before an attack, and their owners: after it every node must still
+/// see exactly these.
+std::map<std::string, std::string> register_some(cluster& c, int count) {
+    std::map<std::string, std::string> owners;
+    for (int i = 0; i < count; ++i) {
+        const std::string key = "before-" + std::to_string(i);
+        auto r = c.put(i % 3, "/v1/registries/reg/keys/" + key, "{\"value\":" + std::to_string(i) + "}");
+        REQUIRE_MESSAGE(r.status == 200, r.body);
+        owners[key] = json::parse(r.body)["pid"];
+    }
+    return owners;
+}
+
+void expect_intact(cluster& c, const std::map<std::string, std::string>& owners) {
+    for (int i = 0; i < 3; ++i) {
+        CHECK_MESSAGE(wait_for([&] { return c.healthy(i); }, std::chrono::seconds(10)), c.logs());
+        for (const auto& [key, pid] : owners) {
+            auto o = c.owners(i, key);
+            REQUIRE(o.has_value());
+            CHECK(*o == std::vector<std::string>{pid});
+        }
+    }
+    // It still elects and commits.
+    auto r = c.put(1, "/v1/registries/reg/keys/after-" + std::to_string(std::rand()), "{\"value\":1}");
+    CHECK_MESSAGE(r.status == 200, r.body);
+}
+
+}  // namespace
+
+// #14 "mallory": a node with a valid certificate of the cluster's CA for a name that is not a
+// member (minted for a future --join) connects to every member and sends what broke the
+// cluster before: a heartbeat of term 2^64-1, an append posing as the leader of the next term
+// that registers a name and declares n3 down, and floods of TimeoutNow. Nothing changes.
+TEST_CASE("raregistryd: a certified stranger's Raft frames change nothing (absurd terms, forged appends, TimeoutNow floods)") {
+    namespace rr = raregistry;
+    cluster c("mallory", {"n1", "n2", "n3", "n4"});
+    for (int i = 0; i < 3; ++i) REQUIRE_MESSAGE(wait_for([&] { return c.healthy(i); }), c.logs());
+    const auto owners = register_some(c, 9);
+    const std::uint64_t term = c.status(0)["term"];
+
+    boost::asio::io_context io;
+    rr::transport::tcp_options o;
+    o.name = "n4";
+    o.listen_port = free_port();
+    for (int i = 0; i < 3; ++i) o.seeds.push_back({cluster::name(i), "127.0.0.1", c.raft_ports[static_cast<std::size_t>(i)]});
+    o.tls = rr::transport::tls_files{(c.tls / "ca.pem").string(), (c.tls / "n4.pem").string(), (c.tls / "n4.key").string()};
+    o.log = [](const std::string&) {};
+    rr::transport::asio_tcp mallory(io, o);
+    mallory.start();
+    io.run_for(std::chrono::seconds(2));
+    REQUIRE(mallory.stats().connections >= 3);
+
+    auto to_all = [&](rr::raft::message m) {
+        for (int i = 0; i < 3; ++i) {
+            m.to = rr::raft::node_id_of(cluster::name(i));
+            mallory.send(m);
+        }
+        io.run_for(std::chrono::milliseconds(50));
+    };
+    rr::raft::message m;
+    m.type = rr::raft::message_type::heartbeat;
+    m.term = ~std::uint64_t{0};
+    to_all(m);
+    // Posing as the next term's leader: a registration and n3's death.
+    namespace reg = rr::registry;
+    m = {};
+    m.type = rr::raft::message_type::append;
+    m.term = term + 1;
+    m.log_index = 0;
+    m.log_term = 0;
+    m.commit = 1000;
+    m.entries.push_back({term + 1, 1, rr::raft::entry_type::normal,
+                         reg::encode(reg::envelope{0, 0, 0, reg::register_key{"reg", "pwned", reg::pid{"n1", 1, 1}, reg::json("pwned")}})});
+    m.entries.push_back({term + 1, 2, rr::raft::entry_type::normal, reg::encode(reg::envelope{0, 0, 0, reg::node_down{"n3", 1}})});
+    to_all(m);
+    m = {};
+    m.type = rr::raft::message_type::timeout_now;
+    m.term = term;
+    for (int k = 0; k < 150; ++k) to_all(m);
+    io.run_for(std::chrono::seconds(1));
+
+    expect_intact(c, owners);
+    for (int i = 0; i < 3; ++i) {
+        CHECK(c.owners(i, "pwned") == std::vector<std::string>{});
+        CHECK(c.status(i)["term"].get<std::uint64_t>() < term + 1000);  // no absurd term, no election storm
+    }
+    const auto metrics = c.get(0, "/v1/metrics").body;
+    CHECK(metrics.find("raregistry_refused_raft_messages_total{reason=\"not_member\"}") != std::string::npos);
+    CHECK(c.logs().find("refused Raft messages from n4: not a member") != std::string::npos);
+    mallory.stop();
+    io.run_for(std::chrono::milliseconds(100));
+}
+
+// #14.4, 7, 10: the HTTP endpoint bounds what a client can make it do before and after the token.
+TEST_CASE("raregistryd: hostile HTTP requests get a clear error and the node keeps serving") {
+    cluster c("http-abuse");
+    for (int i = 0; i < 3; ++i) REQUIRE_MESSAGE(wait_for([&] { return c.healthy(i); }), c.logs());
+    const auto owners = register_some(c, 3);
+    const auto port = c.http_port(0);
+    // A value nested 200,000 deep (it crashed the node): refused, nothing parsed.
+    std::string deep = "{\"value\":" + std::string(200'000, '[') + std::string(200'000, ']') + "}";
+    auto r = c.put(0, "/v1/registries/reg/keys/deep", deep);
+    CHECK(r.status == 400);  // refused on its size (JSON bodies: 128 KiB), before parsing
+    CHECK_MESSAGE(r.body.find("longer than 131072 bytes") != std::string::npos, r.body);
+    // Within the size, 60,000 deep: refused on its depth, still before parsing.
+    deep = "{\"value\":" + std::string(60'000, '[') + std::string(60'000, ']') + "}";
+    r = c.put(0, "/v1/registries/reg/keys/deep", deep);
+    CHECK(r.status == 400);
+    CHECK_MESSAGE(r.body.find("nests deeper than 64") != std::string::npos, r.body);
+    // A body without the token is refused on its headers: no byte of it is read.
+    r = http_raw(port, "PUT /v1/registries/reg/keys/x HTTP/1.1\r\nHost: h\r\nContent-Length: 1000000\r\n\r\n");
+    CHECK(r.status == 401);
+    // Keys: the same rules for every method.
+    CHECK(c.get(0, "/v1/registries/reg/keys/" + std::string(1025, 'k')).status == 400);
+    CHECK(c.put(0, "/v1/registries/reg/keys/" + std::string(1025, 'k'), "{\"value\":1}").status == 400);
+    CHECK(c.get(0, "/v1/registries/reg/keys/bad%FF%FEutf8").status == 400);
+    // HEAD works like GET; 405 says what is allowed; 401 says how to authenticate.
+    r = http_raw(port, "HEAD /v1/status HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
+    CHECK(r.status == 200);
+    CHECK(r.body.empty());
+    auto raw = [&](const std::string& req) {
+        boost::asio::io_context io;
+        boost::asio::ip::tcp::socket sock(io);
+        sock.connect({boost::asio::ip::make_address("127.0.0.1"), port});
+        boost::asio::write(sock, boost::asio::buffer(req));
+        std::string in;
+        boost::system::error_code ec;
+        boost::asio::read(sock, boost::asio::dynamic_buffer(in), ec);
+        return in;
+    };
+    CHECK(raw("PATCH /v1/status HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n").find("Allow: GET, HEAD") != std::string::npos);
+    CHECK(raw("DELETE /v1/registries/reg/keys/x HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n").find("WWW-Authenticate: Bearer") !=
+          std::string::npos);
+    CHECK(http_raw(port, "GET /v1/status HTTP/1.1\r\nConnection: close\r\n\r\n").status == 400);  // no Host
+    // A follower refuses what the leader would refuse, at once: 400 through any node.
+    std::string nested65 = "{\"value\":" + std::string(65, '[') + std::string(65, ']') + "}";
+    const auto t0 = std::chrono::steady_clock::now();
+    CHECK(c.put(1, "/v1/registries/reg/keys/deep65", nested65).status == 400);
+    CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(1));
+    expect_intact(c, owners);
+}
+
+// #14.6: a connection flood stops at a cap below the descriptor limit; the node, its Raft
+// and its disk keep working (the next election used to die on "Too many open files").
+TEST_CASE("raregistryd: an HTTP connection flood is capped below the fd limit; the node keeps its quorum and disk") {
+    cluster c("flood", {"n1", "n2", "n3"}, {}, "ulimit -n 256;");  // cap: 256 / 4 = 64 connections
+    for (int i = 0; i < 3; ++i) REQUIRE_MESSAGE(wait_for([&] { return c.healthy(i); }), c.logs());
+    const auto owners = register_some(c, 3);
+    boost::asio::io_context io;
+    std::vector<std::unique_ptr<boost::asio::ip::tcp::socket>> held;
+    int refused = 0;
+    for (int k = 0; k < 300; ++k) {
+        auto s = std::make_unique<boost::asio::ip::tcp::socket>(io);
+        boost::system::error_code ec;
+        s->connect({boost::asio::ip::make_address("127.0.0.1"), c.http_port(0)}, ec);
+        if (ec) {
+            ++refused;
+            continue;
+        }
+        held.push_back(std::move(s));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    // Past the cap, a new client is told at once.
+    CHECK(c.get(0, "/v1/health").status == 503);
+    // Meanwhile Raft runs: a leader change on that node needs descriptors too.
+    auto r = c.put(1, "/v1/registries/reg/keys/during-flood", "{\"value\":1}");
+    CHECK_MESSAGE(r.status == 200, r.body);
+    held.clear();
+    CHECK(wait_for([&] { return c.healthy(0); }, std::chrono::seconds(10)));
+    expect_intact(c, owners);
+    CHECK(c.logs().find("Too many open files") == std::string::npos);
+    MESSAGE("held " << 300 - refused << " connections");
 }

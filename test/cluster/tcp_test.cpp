@@ -245,3 +245,72 @@ TEST_CASE("the same three nodes as separate processes commit, stop on SIGTERM, a
     }
     fs::remove_all(root);
 }
+
+// #14.10: the CA's own certificate is the cluster's authority, not a node: refused as a peer's.
+TEST_CASE("a peer presenting the CA's own certificate is refused") {
+    auto tls = certs("ca-as-peer");
+    cluster c({with_tls(tls), with_tls(tls), with_tls(tls)});
+    REQUIRE(c.commit(10));
+    transport::tcp_options t;
+    t.name = "raregistry-ca";  // the CA certificate's common name
+    t.cluster_id = "test";
+    t.listen_port = free_port();
+    t.seeds = {c.peers[0]};
+    t.tls = transport::tls_files{(tls / "ca.pem").string(), (tls / "ca.pem").string(), (tls / "ca.key").string()};
+    t.log = [](const std::string&) {};
+    transport::asio_tcp fake(c.io, t);
+    fake.start();
+    c.io.run_for(std::chrono::milliseconds(500));
+    CHECK(c.logged("presented a CA certificate"));
+    CHECK(!c.logged("connected to raregistry-ca"));
+    fake.stop();
+    CHECK(c.commit(10));
+}
+
+TEST_CASE("TLS files that cannot be loaded are named in the error") {
+    asio::io_context io;
+    transport::tcp_options t;
+    t.name = "n1";
+    t.tls = transport::tls_files{"/nonexistent/ca.pem", "/nonexistent/n1.pem", "/nonexistent/n1.key"};
+    try {
+        transport::asio_tcp net(io, t);
+        FAIL("loaded a missing CA");
+    } catch (const std::system_error& e) {
+        CHECK(std::string(e.what()).find("/nonexistent/ca.pem") != std::string::npos);
+    }
+}
+
+// #14.7, 10: strangers cannot make a node hold much: a guest's frames are small, and its
+// name is forgotten when it leaves.
+TEST_CASE("a guest's frames are bounded, and a guest is forgotten when it leaves") {
+    auto tls = certs("guests", {"n1", "n2", "n3", "g1", "g2", "g3"});
+    cluster c({with_tls(tls), with_tls(tls), with_tls(tls)});
+    REQUIRE(c.commit(10));
+    auto guest = [&](const std::string& name) {
+        transport::tcp_options t;
+        t.name = name;
+        t.listen_port = free_port();
+        t.seeds = {c.peers[0]};
+        t.tls = transport::tls_files{(tls / "ca.pem").string(), (tls / (name + ".pem")).string(), (tls / (name + ".key")).string()};
+        t.cluster_id = "test";
+        t.log = [](const std::string&) {};
+        return std::make_unique<transport::asio_tcp>(c.io, t);
+    };
+    auto g1 = guest("g1");
+    g1->start();
+    c.io.run_for(std::chrono::milliseconds(300));
+    REQUIRE(g1->stats().connections == 1);
+    CHECK(c.nets[0].peer_name(raft::node_id_of("g1")) == "g1");
+    // A frame past the guests' limit ends the connection.
+    raft::message big;
+    big.type = raft::message_type::app;
+    big.to = raft::node_id_of("n1");
+    big.chunk.assign(200 * 1024, 'x');
+    g1->send(big);
+    c.io.run_for(std::chrono::milliseconds(300));
+    CHECK(c.logged("frame"));
+    g1->stop();  // (kept alive: its handlers still run on the shared io_context)
+    c.io.run_for(std::chrono::milliseconds(300));
+    CHECK(c.nets[0].peer_name(raft::node_id_of("g1")).empty());  // forgotten
+    CHECK(c.commit(10));
+}

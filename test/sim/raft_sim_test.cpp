@@ -16,6 +16,7 @@ using namespace raregistry::testing;
 namespace {
 
 fault_counts run_seeds(int nodes, std::uint64_t first, std::uint64_t count, int spares = 0) {
+    count = scaled_seed_count(count);
     seed_plan plan;
     plan.nodes = nodes;
     plan.spares = spares;

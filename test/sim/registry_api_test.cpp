@@ -447,7 +447,8 @@ TEST_CASE("a snapshot from the leader overtakes one still being serialized: the 
     const raft::index_t leader_snap = leader->rep->core().log().snap().meta.index;
     REQUIRE(leader_snap > node.core().log().last_index());
     c.sim().heal();
-    REQUIRE(c.run_until([&] { return node.core().log().snap().meta.index >= leader_snap; }));
+    // Installed (the log holds it) and taken up (the state machine restored from it).
+    REQUIRE(c.run_until([&] { return node.core().log().snap().meta.index >= leader_snap && node.applied() >= leader_snap; }));
     CHECK_FALSE(node.snapshotting());
     CHECK(c.sim().now() - started < own_would_take);  // before its own could have been done
     MESSAGE("own snapshot of " << keys_then << " keys abandoned after " << (c.sim().now() - started) / 1000 << " ms");

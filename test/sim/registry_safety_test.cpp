@@ -320,3 +320,70 @@ TEST_CASE("seeds 545 and 1057 make progress without faults") {
         CHECK(r.operations > 300);
     }
 }
+
+// Found by rrsim (registry, seed 1887): a removal notice of a node's previous life, late,
+// reached it after it was wiped and added back; it retired as a member, its operator wiped it
+// again, and the leader probed the empty follower at its old match forever (a message storm
+// that ran the simulator out of memory). A notice of a configuration older than the node's,
+// which lists it, is stale; and a leader starts over from what a follower holds.
+TEST_CASE("a late removal notice of a node's previous life does not retire it once added back") {
+    registry_cluster c(31, 4);
+    log_if_asked(c);
+    REQUIRE(c.settle());
+    const std::size_t leader = index_of(c, c.leader());
+    const std::size_t x = follower(c);
+    const auto x_id = c.at(x).id;
+    recovery::membership<sim_replica> members(*c.at(leader).rep, {});
+    members.start();
+    std::optional<std::error_code> removed, added;
+    members.remove_member(c.at(x).name, std::chrono::seconds(5), [&](std::error_code ec) { removed = ec; });
+    REQUIRE(c.run_until([&] { return removed.has_value(); }, 2'000'000));
+    REQUIRE(!*removed);
+    c.wipe(c.at(x));
+    // The blank node asks to join; a member still tells it it was removed (its previous
+    // life's configuration), and that notice comes 3 s late, after it was added back.
+    int notices = 0;
+    c.sim().set_send_filter([&](const raft::message& m) -> std::optional<std::vector<sim::time_us>> {
+        if (m.to != x_id || !is_app(m, registry::app_kind::removed)) return std::nullopt;
+        if (++notices == 1) return std::vector<sim::time_us>{3'000'000};
+        return std::vector<sim::time_us>{};
+    });
+    REQUIRE(c.run_until([&] { return notices >= 1; }, 2'000'000));
+    members.add_member(c.at(x).name, c.at(x).address(), std::chrono::seconds(5), [&](std::error_code ec) { added = ec; });
+    REQUIRE(c.run_until([&] { return added.has_value(); }, 2'500'000));
+    REQUIRE(!*added);
+    REQUIRE(c.at(leader).rep->core().conf().is_voter(x_id));
+    c.sim().run_for(3'000'000);  // the late notice arrives
+    REQUIRE(c.at(x).rep);
+    CHECK(!c.at(x).rep->core().retired());
+    CHECK(!c.at(x).removed);
+    // It takes part: the cluster commits with it.
+    const std::size_t other = follower(c, x);
+    c.sim().crash(c.at(other).id);
+    const pid p = c.at(leader).rep->spawn_process({}, {});
+    CHECK(!register_as(c, leader, p, "after"));
+}
+
+// The core half of seed 1887: a follower that lost the entries it acknowledged (wiped while a
+// member) rejects every probe at its old match; the leader must bring it back, not resend
+// the same append forever.
+TEST_CASE("a leader brings back a member that lost the entries it acknowledged") {
+    registry_cluster c(32, 3);
+    log_if_asked(c);
+    REQUIRE(c.settle());
+    const std::size_t leader = index_of(c, c.leader());
+    const std::size_t x = follower(c);
+    const pid p = c.at(leader).rep->spawn_process({}, {});
+    REQUIRE(!register_as(c, leader, p, "before"));
+    c.sim().run_for(200'000);
+    const auto sent_before = c.sim().messages_delivered();
+    // Its disk loses everything but the configuration it was booted with: it keeps its id
+    // and its place, and hears the leader.
+    c.crash(c.at(x));
+    c.at(x).disk = std::make_unique<sim::storage>(c.sim(), c.at(x).id, c.at(leader).rep->core().conf());
+    c.restart(c.at(x));
+    c.sim().run_for(1'000'000);
+    REQUIRE(c.at(x).rep);
+    CHECK(c.at(x).rep->core().log().last_index() >= c.at(leader).rep->core().log().committed());
+    CHECK(c.sim().messages_delivered() - sent_before < 20'000);  // no storm
+}

@@ -703,3 +703,94 @@ TEST_CASE("a peer whose hard state lags its log adopts the log's term at start")
     CHECK(c.term() == 4);
     CHECK(c.log().last_term() == 4);
 }
+
+// #14.1-3: one frame from a stranger destroyed the cluster — a heartbeat of term 2^64-1
+// (every node adopted it, the next term wrapped to 0), an append posing as leader at term+1
+// (its entries were applied everywhere), TimeoutNow floods (elections until every name was
+// dropped). Only members speak Raft, terms are bounded, TimeoutNow only from the leader.
+TEST_CASE("a stranger's Raft messages count for nothing, whatever they claim") {
+    scenario s(3);
+    s.elect(1);
+    s.rounds(2);
+    const term_t t = s[1].term();
+    const index_t last = s[2].log().last_index();
+    message m;
+    m.from = 99;  // no member of any configuration
+    m.to = 2;
+    m.type = message_type::heartbeat;
+    m.term = ~term_t{0};
+    s.deliver(m);
+    CHECK(s[2].term() == t);
+    m.type = message_type::append;
+    m.term = t + 1;
+    m.log_index = last;
+    m.log_term = t;
+    m.commit = last + 1;
+    m.entries = {entry{t + 1, last + 1, entry_type::normal, "pwned"}};
+    s.deliver(m);
+    CHECK(s[2].term() == t);
+    CHECK(s[2].leader() == 1);
+    CHECK(s[2].log().last_index() == last);
+    m.entries.clear();
+    m.type = message_type::timeout_now;
+    m.term = t;
+    for (int i = 0; i < 100; ++i) s.deliver(m);
+    CHECK(s[2].state() == role::follower);
+    CHECK(s[2].refusals()[static_cast<int>(core::refusal::not_member)] == 102);
+    // Logged once per peer and reason, not once per frame.
+    CHECK(s[2].take_refusals().size() == 1);
+    CHECK(s[1].is_leader());
+    CHECK(s[1].term() == t);
+}
+
+TEST_CASE("a member's terms are bounded, and TimeoutNow counts only from the leader of our term") {
+    scenario s(3);
+    s.elect(1);
+    s.rounds(2);
+    const term_t t = s[1].term();
+    message m;
+    m.from = 3;
+    m.to = 2;
+    m.type = message_type::heartbeat;
+    m.term = core::max_term + 1;  // beyond the range
+    s.deliver(m);
+    CHECK(s[2].term() == t);
+    m.term = t + core::max_term_jump + 1;  // too far at once
+    s.deliver(m);
+    CHECK(s[2].term() == t);
+    CHECK(s[2].refusals()[static_cast<int>(core::refusal::term_out_of_bounds)] == 2);
+    m.type = message_type::timeout_now;  // n3 is a member, but not the leader
+    m.term = t;
+    s.deliver(m);
+    CHECK(s[2].state() == role::follower);
+    CHECK(s[2].refusals()[static_cast<int>(core::refusal::not_leader)] == 1);
+    // A member far behind catches up on a large but sane jump.
+    s.crash(3);
+    for (int i = 0; i < 20; ++i) {
+        s[1].transfer_leader(2);
+        s.flush(1);
+        s.settle();
+        s[2].transfer_leader(1);
+        s.flush(2);
+        s.settle();
+    }
+    REQUIRE(s[1].term() > t + 30);
+    s.restart(3);
+    s.rounds(3);
+    CHECK(s[3].term() == s[1].term());
+}
+
+TEST_CASE("a pristine peer hears only the members it admitted (the cluster that answered its join)") {
+    scenario s(3);
+    s.elect(1);
+    s.rounds(2);
+    s.add_blank(4, false);
+    REQUIRE(s.change(1, configuration{{1, 2, 3}, {4}, {}, false, {}}) != 0);
+    s.rounds(3);
+    CHECK(s[4].log().last_index() == 0);  // not admitted: the leader's appends are refused
+    CHECK(s[4].refusals()[static_cast<int>(core::refusal::not_member)] > 0);
+    for (node_id id : {1, 2, 3}) s[4].admit(id);
+    s.rounds(3);
+    CHECK(s[4].log().last_index() == s[1].log().last_index());
+    CHECK(s[4].conf().is_learner(4));
+}

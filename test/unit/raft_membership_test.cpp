@@ -323,6 +323,11 @@ TEST_CASE("membership: a member added back is heard as leader of a newer term by
     REQUIRE(s[4].is_leader());
     s.heal();
     s.rounds(3);
+    // n2 lists n4 as removed: it refuses n4's messages but reports an unknown leader of a
+    // newer term; a member vouches that n4 was added (registry::replica asks), n2 admits it.
+    CHECK(s[2].unknown_peer() == node_id{4});
+    s[2].admit(4);
+    s.rounds(3);
     CHECK(s[2].leader() == 4);
     CHECK(s[2].conf().is_voter(4));
     CHECK(s[2].log().last_index() == s[4].log().last_index());

@@ -182,9 +182,14 @@ public:
         if (!alive(id)) boot(id);
     }
     /// A brand-new server with an empty disk and no configuration (it waits to be added).
-    void add_blank(node_id id) {
+    /// `admitted`: it asked to join and a member answered, so it trusts the cluster's members
+    /// (recovery::membership does this on a join_ack); otherwise it hears no one.
+    void add_blank(node_id id, bool admitted = true) {
         disks_[id] = disk{};
         boot(id);
+        if (admitted)
+            for (auto& [other, _] : disks_)
+                if (other != id) peers_.at(id).admit(other);
     }
     /// The leader `id` proposes the change to `next`; its index (0 if refused).
     index_t change(node_id id, configuration next) {
