@@ -17,12 +17,14 @@
 #include <system_error>
 #include <vector>
 
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 namespace raregistry::testing {
 
-/// A running child process; killed (SIGKILL) and reaped when destroyed.
+/// A running child process; killed (SIGKILL) and reaped when destroyed, and killed when the
+/// thread that started it ends (PR_SET_PDEATHSIG: start children from a long-lived thread).
 struct child_process {
     pid_t pid = -1;             ///< the child's pid while it runs; -1 once stopped
     std::filesystem::path log;  ///< where its standard output and error go
@@ -32,9 +34,13 @@ struct child_process {
     /// exits with status 127 (126 if `output` cannot be opened).
     child_process(const std::vector<std::string>& args, std::filesystem::path output) : log(std::move(output)) {
         std::fflush(nullptr);  // else the child's freopen flushes our buffered output a second time
+        const pid_t parent = ::getpid();
         pid = ::fork();
         if (pid < 0) throw std::system_error(errno, std::generic_category(), "fork " + args.at(0));
         if (pid == 0) {
+            // It dies with us: a test that crashes leaves no daemons running behind it.
+            ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+            if (::getppid() != parent) ::_exit(1);  // we died before the line above
             if (std::freopen(log.c_str(), "a", stdout) == nullptr) ::_exit(126);
             ::dup2(::fileno(stdout), 2);
             std::vector<char*> argv;

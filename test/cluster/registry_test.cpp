@@ -13,6 +13,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <fstream>
 #include <memory>
 
 using namespace rrtest;
@@ -349,6 +350,43 @@ TEST_CASE("raregistryd: a second daemon on a data directory in use is refused an
     CHECK(WEXITSTATUS(*status) != 0);
     CHECK_MESSAGE(stranger->output().find("belongs to node 'n1'") != std::string::npos, stranger->output());
     CHECK(read_all(dir / "EPOCH") == epoch_after);
+    fs::remove_all(root);
+}
+
+// #14.10: start-up refuses what it cannot honour, clearly and before anything changes: a
+// host name where an address is needed (it passed validation, then failed with "Invalid
+// argument"), an EPOCH at the end of the range (it wrapped to 0), an --http port in use (found
+// only after Raft had started and EPOCH had moved).
+TEST_CASE("raregistryd: bad start-up input is refused with a clear error before anything changes") {
+    const fs::path root = make_temp_dir();
+    const fs::path tls = certs("startup", {"n1"});
+    const std::uint16_t raft = free_port(), port = free_port();
+    const std::string listen = "127.0.0.1:" + std::to_string(raft);
+    auto run = [&](const fs::path& dir, const std::string& listen_as, std::uint16_t http_port, const std::string& log) {
+        process p({RR_RAREGISTRYD, "--id", "n1", "--listen", listen_as, "--peers", "n1=" + listen, "--data-dir", dir.string(),
+                   "--tls-dir", tls.string(), "--http", "127.0.0.1:" + std::to_string(http_port), "--tick-ms", "10"},
+                  root / log);
+        auto status = exit_status(p);
+        REQUIRE_MESSAGE(status.has_value(), "still running: " << p.output());
+        CHECK(WIFEXITED(*status));
+        CHECK(WEXITSTATUS(*status) != 0);
+        return p.output();
+    };
+    auto out = run(root / "a", "localhost:" + std::to_string(raft), port, "name.log");
+    CHECK_MESSAGE(out.find("the host must be a numeric IP address") != std::string::npos, out);
+    CHECK(!fs::exists(root / "a" / "EPOCH"));
+
+    fs::create_directories(root / "b");
+    { std::ofstream(root / "b" / "EPOCH") << "18446744073709551615"; }
+    out = run(root / "b", listen, port, "epoch.log");
+    CHECK_MESSAGE(out.find("past the largest epoch") != std::string::npos, out);
+    CHECK(read_all(root / "b" / "EPOCH") == "18446744073709551615");
+
+    boost::asio::io_context io;
+    boost::asio::ip::tcp::acceptor taken(io, {boost::asio::ip::make_address("127.0.0.1"), port});
+    out = run(root / "c", listen, port, "http.log");
+    CHECK_MESSAGE(out.find("cannot listen on 127.0.0.1:" + std::to_string(port)) != std::string::npos, out);
+    CHECK(!fs::exists(root / "c" / "EPOCH"));  // Raft never started
     fs::remove_all(root);
 }
 
