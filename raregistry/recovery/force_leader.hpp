@@ -92,10 +92,24 @@ public:
     }
 
     /// Runs a forced recovery from this node. `done`: the report, or quorum_alive (nothing
-    /// was done: a leader or a quorum is reachable), change_in_progress (one runs already),
+    /// was done: a leader or a quorum is reachable), not_member (this node was removed: nothing
+    /// was done), change_in_progress (one runs already),
     /// timeout (the chosen survivor did not confirm; it may or may not have taken over).
     void run(done_handler done) {
         if (run_) return post(std::move(done), errc::change_in_progress);
+        // Only a member recovers its cluster: a node whose removal committed would hear no
+        // one (the members ignore it) and lead a cluster of its own beside the live one. A
+        // node the cluster told so has retired; one that saw its removal commit knows; one
+        // whose removal is in its log but not known committed asks anyway, and the members
+        // that know better answer its probe with the removal notice (it then retires, and
+        // decide() refuses). A removal that never committed before the quorum was lost may
+        // be undone: that node may recover.
+        const auto& core = rep_.core();
+        if (core.retired() || (!core.conf().contains(rep_.net().self()) && core.conf_index() <= core.log().committed())) {
+            rep_.log_line("force-leader refused: this node is not a member of its configuration (it was removed); "
+                          "run it on a member");
+            return post(std::move(done), errc::not_member);
+        }
         if (leader_alive()) return post(std::move(done), errc::quorum_alive);
         run_.emplace();
         run_->nonce = (static_cast<std::uint64_t>(rep_.net().now().count()) << 8) ^ rep_.net().self();
@@ -149,6 +163,8 @@ private:
 
     void decide() {
         attempt& a = *run_;
+        if (rep_.core().retired())
+            return fail(errc::not_member, "a member told this node it was removed from the cluster; run it on a member");
         const auto& conf = a.conf;
         std::size_t voters = 0;
         for (const auto& p : a.answers) {

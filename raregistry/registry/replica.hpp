@@ -1131,9 +1131,11 @@ private:
         return c.in_configuration(id) || c.admitted(id) || c.leader() == id;
     }
 
-    /// A message from a stranger: counted, logged once per peer.
+    /// A message from a stranger: counted, logged once per peer; a node whose removal we
+    /// know committed is told so (it may be asking to lead: see recovery::force_leader).
     void refuse_app(raft::node_id from) {
         ++stats_.refused_app_messages;
+        tell_removed(from);
         if (refused_logged_.size() < 256 && refused_logged_.insert({from, 255}).second)
             log("refused messages from " + peer_label(from) + ": not a member");
     }
@@ -1215,6 +1217,12 @@ private:
         // most once a second, instead of being ignored in silence.
         // Only once the removal is committed: an uncommitted one may yet be undone, and a node
         // told so retires for good.
+        tell_removed(from);
+    }
+
+    /// Tells `from` the cluster removed it, at most once a second, if its removal committed.
+    void tell_removed(raft::node_id from) {
+        const duration now = transport_.now();
         const auto& c = node_->core();
         if (!c.conf().is_removed(from) || c.leader() == from || c.conf_index() > c.log().committed()) return;
         auto& last = removed_told_[from];
@@ -1238,7 +1246,8 @@ private:
         const auto self = transport_.self();
         if (!conf || !conf->is_removed(self) || conf->contains(self) || !conf->contains(from)) return;
         auto& c = node_->core();
-        if (c.retired() || c.conf().is_removed(self)) return;
+        if (c.retired()) return;  // (a node whose own log holds its removal is told too: it
+                                  // cannot know that the removal committed)
         // A blank node (its data wiped, to be added again) is no member of anything yet: the
         // notice concerns its previous life (a late message of it, say).
         if (c.pristine()) return;

@@ -615,7 +615,9 @@ private:
         s.force->run([this, lost, survivors, attempt](std::error_code ec, recovery::force_report r) {
             force_answered_ = std::max(force_answered_, attempt);
             if (ec) note("force-leader: " + ec.message());
-            if (ec == errc::quorum_alive || ec == errc::change_in_progress || ec == errc::timeout)
+            // Refusals that did nothing (a leader is alive, one runs already, this node was
+            // removed) or that may yet take effect (timeout): the operator tries again.
+            if (ec == errc::quorum_alive || ec == errc::change_in_progress || ec == errc::timeout || ec == errc::not_member)
                 return sim_.schedule(sim_.now() + 200'000, raft::no_node, [this, lost] { try_force(lost); });
             if (ec) return force_problems_.push_back("force-leader failed: " + ec.message());
             ++counts_.force_leaders;

@@ -387,3 +387,30 @@ TEST_CASE("a leader brings back a member that lost the entries it acknowledged")
     CHECK(c.at(x).rep->core().log().last_index() >= c.at(leader).rep->core().log().committed());
     CHECK(c.sim().messages_delivered() - sent_before < 20'000);  // no storm
 }
+
+// Found by rrsim (5 nodes, seed 255): force-leader asked of a node the cluster had removed.
+// The members ignored its probes, so it heard no one, took over alone and led a cluster of
+// its own beside the live one: two live owners of a name. Only a member recovers.
+TEST_CASE("force-leader on a removed node is refused and changes nothing") {
+    registry_cluster c(41, 3);
+    log_if_asked(c);
+    REQUIRE(c.settle());
+    const std::size_t leader = index_of(c, c.leader());
+    const std::size_t x = follower(c);
+    recovery::membership<sim_replica> members(*c.at(leader).rep, {});
+    members.start();
+    std::optional<std::error_code> removed;
+    members.remove_member(c.at(x).name, std::chrono::seconds(5), [&](std::error_code ec) { removed = ec; });
+    REQUIRE(c.run_until([&] { return removed.has_value(); }, 2'000'000));
+    REQUIRE(!*removed);
+    c.sim().run_for(2'000'000);  // x hears nothing more: no leader it follows
+    REQUIRE(c.at(x).rep);
+    REQUIRE(c.at(x).force);
+    std::optional<std::error_code> forced;
+    c.at(x).force->run([&](std::error_code ec, recovery::force_report) { forced = ec; });
+    REQUIRE(c.run_until([&] { return forced.has_value(); }, 2'000'000));
+    CHECK(*forced == make_error_code(errc::not_member));
+    c.sim().run_for(1'000'000);
+    CHECK(!c.at(x).rep->core().is_leader());
+    CHECK(c.at(leader).rep->core().is_leader());
+}
