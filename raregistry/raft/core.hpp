@@ -352,7 +352,7 @@ public:
     /// Whether `id` is a voter or learner of the latest configuration or of the committed one
     /// (a change not yet committed may be undone).
     bool in_configuration(node_id id) const {
-        return conf_.contains(id) || (conf_index_ > log_.committed() && conf_at(log_.committed()).contains(id));
+        return conf_.contains(id) || (conf_index_ > log_.committed() && committed_conf().contains(id));
     }
 
     // ---- driver interface ---------------------------------------------------------------
@@ -426,10 +426,13 @@ private:
         if (m.from == leader_ && m.term == term_) return true;  // hands over after removing itself
         // A leader, or a candidate, of a newer term that we do not know: it may have been added
         // while we were away (a stale voter's vote may be what the new configuration needs).
-        const bool claims = m.type == message_type::append || m.type == message_type::heartbeat ||
-                            m.type == message_type::snapshot || m.type == message_type::vote ||
-                            m.type == message_type::pre_vote;
-        if (claims && m.term > term_) unknown_peer_ = m.from;
+        // So may a leader of our own term while we know none: we may hold the term but not
+        // the entry that added it (a vote request told us the term, or a restart lost the tail).
+        const bool leads = m.type == message_type::append || m.type == message_type::heartbeat ||
+                           m.type == message_type::snapshot;
+        const bool campaigns = m.type == message_type::vote || m.type == message_type::pre_vote;
+        if (((leads || campaigns) && m.term > term_) || (leads && m.term == term_ && leader_ == no_node))
+            unknown_peer_ = m.from;
         return false;
     }
 
@@ -1061,6 +1064,15 @@ private:
         return log_.snap().meta.conf;
     }
 
+    /// The configuration in force at the commit index. Committed entries never change, so the
+    /// answer is kept until the commit index moves (peer messages ask for it on every frame).
+    const configuration& committed_conf() const {
+        const index_t committed = log_.committed();
+        if (!committed_conf_ || committed_conf_->first != committed)
+            committed_conf_.emplace(committed, conf_at(committed));
+        return committed_conf_->second;
+    }
+
     /// Recomputes conf() from the log after it changed below the current config entry.
     void refresh_conf() {
         for (index_t i = log_.last_index(); i >= log_.first_index(); --i) {
@@ -1179,6 +1191,7 @@ private:
     /// a later configuration that lists or removes the peer takes over.
     std::map<node_id, index_t> admitted_;
     std::optional<node_id> unknown_peer_;
+    mutable std::optional<std::pair<index_t, configuration>> committed_conf_;  ///< see committed_conf()
     std::array<std::uint64_t, 4> refusal_counts_{};
     std::vector<std::tuple<node_id, refusal, term_t>> new_refusals_;
     hard_state prev_hs_;

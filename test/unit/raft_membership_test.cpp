@@ -352,3 +352,46 @@ TEST_CASE("membership: a retired peer that a later configuration lists again tak
     const node_id l = s.run_until_leader();
     CHECK((l == 2 || l == 3));  // n2 alone is no quorum of three: n3 voted
 }
+
+// Found by rrsim (registry, clock_chaos, seed 5090): a node that missed the addition of the
+// leader, but already holds the leader's term and knows no leader (it heard the term from a
+// vote request, or kept it across a restart that lost its newest entries), refused the
+// leader's heartbeats without asking a member about it: it never followed anyone again.
+TEST_CASE("membership: an unknown leader of this node's own term is asked about when it knows no leader") {
+    scenario s(4);
+    s.elect(1);
+    REQUIRE(s.change(1, voters({1, 2, 3})) != 0);  // n4 leaves
+    spread(s);
+    s.destroy(4);
+    s.add_blank(4);
+    s.isolate(2);  // n2 misses n4's addition and its election
+    REQUIRE(s.change(1, voters({1, 2, 3}, {4})) != 0);
+    spread(s);
+    REQUIRE(s.change(1, voters({1, 2, 3, 4})) != 0);
+    spread(s);
+    REQUIRE(s[1].transfer_leader(4));
+    s.flush(1);
+    s.settle();
+    REQUIRE(s[4].is_leader());
+    const term_t t = s[4].term();
+    REQUIRE(s[2].term() < t);
+    // n2 hears the new term from a member's (hopeless) vote request: same term, no leader.
+    s.heal();
+    s.isolate(4);
+    s.tick(2, 30);  // long without a leader: it listens to vote requests
+    message vote;
+    vote.type = message_type::vote;
+    vote.from = 3;
+    vote.to = 2;
+    vote.term = t;
+    s.deliver(vote);
+    REQUIRE(s[2].term() == t);
+    REQUIRE(s[2].leader() == no_node);
+    s.heal();
+    s.rounds(3);
+    CHECK(s[2].unknown_peer() == node_id{4});
+    s[2].admit(4);
+    s.rounds(3);
+    CHECK(s[2].leader() == 4);
+    CHECK(s[2].log().last_index() == s[4].log().last_index());
+}
