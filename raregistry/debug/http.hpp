@@ -258,7 +258,9 @@ private:
                 ~deregister() { s.connections.erase(c); }
             } guard{*this, c};
             auto& stream = c->stream;
-            beast::flat_buffer buffer;
+            // The bytes read ahead of the parser are bounded too: a client, before its token
+            // was checked, makes the server hold at most about one header's worth.
+            beast::flat_buffer buffer(opts.max_header_bytes + 1024);
             for (;;) {
                 bhttp::request_parser<bhttp::string_body> parser;
                 parser.body_limit(opts.max_body_bytes);

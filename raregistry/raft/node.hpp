@@ -37,6 +37,12 @@
 
 namespace raregistry::raft {
 
+/// Default queue limits of a node (see node::options).
+struct node_defaults {
+    static constexpr std::size_t max_pending_proposals = 1'000'000;
+    static constexpr std::size_t max_pending_reads = 1'000'000;
+};
+
 /// A state machine that can serialize its snapshot in steps (as registry::state_machine
 /// does): the node then takes snapshots without stalling its event loop.
 template <class M>
@@ -69,8 +75,8 @@ public:
         /// give serialization a cost in its virtual time.
         duration snapshot_step_pause{0};
         /// Proposals and read requests waiting at most (each); beyond, `overloaded`.
-        std::size_t max_pending_proposals = 1'000'000;
-        std::size_t max_pending_reads = 1'000'000;
+        std::size_t max_pending_proposals = node_defaults::max_pending_proposals;
+        std::size_t max_pending_reads = node_defaults::max_pending_reads;
         /// Test hooks: every ready taken, every entry applied.
         std::function<void(const ready&)> on_ready;
         std::function<void(const entry&)> on_apply;

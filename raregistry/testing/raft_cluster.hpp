@@ -193,6 +193,9 @@ struct cluster_options {
     std::size_t max_append_entries = 4096;
     sim::time_us sync_min_us = 50;
     sim::time_us sync_max_us = 800;
+    /// The node's queue limits (proposals, read requests); the defaults are the node's.
+    std::size_t max_pending_proposals = raft::node_defaults::max_pending_proposals;
+    std::size_t max_pending_reads = raft::node_defaults::max_pending_reads;
     /// Called for every event of interest, for timelines (empty = quiet).
     std::function<void(const std::string&)> trace;
     /// Safety checkers on (off only to measure the raw cost of consensus).
@@ -511,6 +514,8 @@ private:
         o.raft.max_append_entries = opts_.max_append_entries;
         o.tick = std::chrono::microseconds(opts_.tick_us);
         o.snapshot_entries = opts_.snapshot_entries;
+        o.max_pending_proposals = opts_.max_pending_proposals;
+        o.max_pending_reads = opts_.max_pending_reads;
         raft::node_id id = m.id;
         if (opts_.checks) {
             o.on_ready = [this, id](const raft::ready& r) { observe_ready(id, r); };

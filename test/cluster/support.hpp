@@ -74,6 +74,7 @@ namespace rrtest {
 /// An HTTP answer: status 0 when nothing came back.
 struct http_reply {
     int status = 0;
+    std::string head;  ///< the status line and the headers
     std::string body;
 };
 
@@ -92,6 +93,7 @@ inline http_reply http_raw(std::uint16_t port, const std::string& raw) {
         auto end = in.find("\r\n\r\n");
         if (sp == std::string::npos || end == std::string::npos) return r;
         r.status = std::atoi(in.c_str() + sp + 1);
+        r.head = in.substr(0, end);
         r.body = in.substr(end + 4);
     } catch (const std::exception&) {
     }

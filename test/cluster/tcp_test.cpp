@@ -35,6 +35,7 @@ struct member_options {
     bool tls = true;
     fs::path tls_dir;
     std::string cluster_id = "test";
+    std::function<void(transport::tcp_options&)> tune = {};  ///< limits to change for a test
 };
 member_options plain(std::string cluster_id = "test") { return {false, {}, std::move(cluster_id)}; }
 member_options with_tls(fs::path dir) { return {true, std::move(dir), "test"}; }
@@ -69,6 +70,7 @@ struct cluster {
                 t.insecure = true;
             }
             t.log = [this, name = t.name](const std::string& line) { log_lines.push_back(name + ": " + line); };
+            if (members[i].tune) members[i].tune(t);
             nets.emplace_back(io, t);
             storage::file::options s;
             s.dir = root / t.name;
@@ -312,5 +314,123 @@ TEST_CASE("a guest's frames are bounded, and a guest is forgotten when it leaves
     g1->stop();  // (kept alive: its handlers still run on the shared io_context)
     c.io.run_for(std::chrono::milliseconds(300));
     CHECK(c.nets[0].peer_name(raft::node_id_of("g1")).empty());  // forgotten
+    CHECK(c.commit(10));
+}
+
+namespace {
+
+/// A raw TCP connection to a node's peer port, read without blocking while the cluster's
+/// io_context runs: what a stranger sees.
+struct raw_peer {
+    asio::io_context io;
+    asio::ip::tcp::socket s{io};
+    std::string got;
+    bool closed = false;
+
+    explicit raw_peer(std::uint16_t port) {
+        s.connect({asio::ip::make_address("127.0.0.1"), port});
+        s.non_blocking(true);
+    }
+    void send(std::string_view bytes) {
+        boost::system::error_code ec;
+        asio::write(s, asio::buffer(bytes), ec);
+    }
+    /// Reads what has arrived; true once the node closed the connection.
+    bool poll() {
+        char buf[4096];
+        while (!closed) {
+            boost::system::error_code ec;
+            const std::size_t n = s.read_some(asio::buffer(buf), ec);
+            if (ec == asio::error::would_block || ec == asio::error::try_again) break;
+            if (ec) closed = true;
+            got.append(buf, n);
+        }
+        return closed;
+    }
+};
+
+std::string hello_frame(const std::string& name, const std::string& cluster_id = "test") {
+    std::string out;
+    wire::append_frame(out, wire::frame_kind::hello, [&](std::string& o) { wire::encode_hello({cluster_id, name}, o); });
+    return out;
+}
+
+}  // namespace
+
+// #14.6, 7: a connection that never finishes its hello is let go at the handshake deadline
+// (never before), and past the connection cap a connection is closed before a byte is sent.
+TEST_CASE("a stranger stalling its hello is let go at the handshake deadline; past the connection cap, closed at once") {
+    member_options limited = plain();
+    limited.tune = [](transport::tcp_options& t) {
+        t.handshake_timeout = std::chrono::milliseconds(400);
+        t.max_connections = 4;  // n1 dials n2 and n3: two places are left
+    };
+    cluster c({limited, plain(), plain()});
+    REQUIRE(c.commit(10));
+    const auto port = c.peers[0].port;
+    raw_peer a(port), b(port);
+    const std::string half_hello = hello_frame("stranger").substr(0, 5);
+    a.send(half_hello);
+    b.send(half_hello);
+    c.io.run_for(std::chrono::milliseconds(100));
+    raw_peer past(port);
+    CHECK(c.run_until([&] { return past.poll(); }, std::chrono::milliseconds(2000)));
+    CHECK(past.got.empty());  // refused before the hello
+    CHECK(c.logged("refusing connections: 4 are open"));
+    c.io.run_for(std::chrono::milliseconds(150));
+    CHECK(!a.poll());  // 250 ms in: still waiting for its hello
+    CHECK(!b.poll());
+    CHECK(!a.got.empty());  // the node said its own hello
+    CHECK(c.run_until([&] { return a.poll() && b.poll(); }, std::chrono::milliseconds(5000)));
+    // The places are free again: a newcomer gets the node's hello.
+    raw_peer later(port);
+    CHECK(c.run_until([&] { later.poll(); return !later.got.empty(); }, std::chrono::milliseconds(2000)));
+    CHECK(!later.closed);
+    CHECK(c.commit(10));
+}
+
+// #14.7: a guest (a named stranger, past the hello) may hold at most one partial frame of its
+// small limit, and only until its idle deadline: a stalled half frame ends the connection.
+TEST_CASE("a guest stalling in the middle of a frame is let go at its idle deadline; a frame at its limit is delivered") {
+    member_options limited = plain();
+    limited.tune = [](transport::tcp_options& t) {
+        t.guest_idle_timeout = std::chrono::milliseconds(500);
+        t.max_guest_frame_bytes = 8 * 1024;
+    };
+    cluster c({limited, plain(), plain()});
+    REQUIRE(c.commit(10));
+    const auto port = c.peers[0].port;
+    const auto received_before = c.nets[0].stats().frames_received;
+    // At the limit: a frame of exactly max_guest_frame_bytes is read and delivered.
+    raft::message m;
+    m.type = raft::message_type::app;
+    m.from = raft::node_id_of("g1");
+    m.to = raft::node_id_of("n1");
+    std::string frame;
+    wire::append_frame(frame, m);
+    const std::size_t overhead = frame.size();
+    m.chunk.assign(8 * 1024 + 4 - overhead, 'x');  // (the 4-byte length is not part of the limit)
+    frame.clear();
+    wire::append_frame(frame, m);
+    REQUIRE(frame.size() == 8 * 1024 + 4);
+    raw_peer g1(port);
+    g1.send(hello_frame("g1") + frame);
+    CHECK(c.run_until([&] { return c.nets[0].stats().frames_received > received_before; }, std::chrono::milliseconds(2000)));
+    CHECK(!g1.poll());
+    // Half a frame, then silence: let go at the idle deadline, not before.
+    g1.send(frame.substr(0, frame.size() / 2));
+    c.io.run_for(std::chrono::milliseconds(250));
+    CHECK(!g1.poll());
+    CHECK(c.run_until([&] { return g1.poll(); }, std::chrono::milliseconds(5000)));
+    c.io.run_for(std::chrono::milliseconds(50));
+    CHECK(c.nets[0].peer_name(raft::node_id_of("g1")).empty());  // forgotten
+    // Past the limit by one byte: refused from the frame's header.
+    m.chunk.push_back('x');
+    frame.clear();
+    wire::append_frame(frame, m);
+    raw_peer g2(port);
+    g2.send(hello_frame("g2") + frame.substr(0, 16));
+    CHECK(c.run_until([&] { return g2.poll(); }, std::chrono::milliseconds(2000)));
+    CHECK(c.logged("frame"));
     CHECK(c.commit(10));
 }

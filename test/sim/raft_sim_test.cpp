@@ -238,3 +238,28 @@ TEST_CASE("a node restarted from the page cache syncs what it recovered before i
     disk.power_loss();
     CHECK(disk.durable().entries.size() == 3);
 }
+
+// #14.9: a node's queues are bounded. At the limit every proposal commits and every read is
+// answered; one past the limit is refused at once with `overloaded`, and never reaches the log.
+TEST_CASE("a node's proposal and read queues: at the limit all served, one past overloaded and not logged") {
+    cluster_options o;
+    o.seed = 5;
+    o.max_pending_proposals = 8;
+    o.max_pending_reads = 4;
+    raft_cluster c(o);
+    REQUIRE(c.run_until_true([&] { return c.leader() != nullptr; }, 5'000'000));
+    c.run_for(200'000);
+    auto* leader = c.leader();
+    const std::uint64_t before = leader->sm->count();
+    std::vector<std::optional<std::error_code>> proposed(9), read(5);
+    for (std::size_t i = 0; i < proposed.size(); ++i)
+        leader->node->propose("q" + std::to_string(i), [&, i](std::error_code ec, std::uint64_t) { proposed[i] = ec; });
+    for (std::size_t i = 0; i < read.size(); ++i) leader->node->read_barrier([&, i](std::error_code ec) { read[i] = ec; });
+    c.run_for(1'000'000);
+    for (std::size_t i = 0; i < 8; ++i) CHECK_MESSAGE(proposed[i] == std::error_code{}, "proposal " << i);
+    CHECK(proposed[8] == make_error_code(errc::overloaded));
+    for (std::size_t i = 0; i < 4; ++i) CHECK_MESSAGE(read[i] == std::error_code{}, "read " << i);
+    CHECK(read[4] == make_error_code(errc::overloaded));
+    for (auto& m : c.members()) CHECK(m.sm->count() == before + 8);  // the ninth is in no log
+    CHECK(c.ok());
+}

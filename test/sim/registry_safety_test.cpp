@@ -78,6 +78,14 @@ bool taken_while_alive(registry_cluster& c, std::size_t node, const std::string&
     return false;
 }
 
+/// Removes node `x` through the real recovery path: `members`, started on the leader.
+void remove_through(registry_cluster& c, recovery::membership<sim_replica>& members, std::size_t x) {
+    std::optional<std::error_code> removed;
+    members.remove_member(c.at(x).name, std::chrono::seconds(5), [&](std::error_code ec) { removed = ec; });
+    REQUIRE(c.run_until([&] { return removed.has_value(); }, 2'000'000));
+    REQUIRE(!*removed);
+}
+
 }  // namespace
 
 // #13.1: remove_member of a live node committed a node_down at once, while the removed node's
@@ -93,10 +101,7 @@ TEST_CASE("removing a live member frees its names only once it has certainly fen
     REQUIRE(!register_as(c, x, p, "solo"));
     recovery::membership<sim_replica> members(*c.at(leader).rep, {});
     members.start();
-    std::optional<std::error_code> removed;
-    members.remove_member(c.at(x).name, std::chrono::seconds(5), [&](std::error_code ec) { removed = ec; });
-    REQUIRE(c.run_until([&] { return removed.has_value(); }, 2'000'000));
-    REQUIRE(!*removed);
+    remove_through(c, members, x);
     CHECK(!taken_while_alive(c, y, "solo", x, p, 5'000'000));
     CHECK(stopped);  // the removed node fenced itself first
 }
@@ -335,10 +340,8 @@ TEST_CASE("a late removal notice of a node's previous life does not retire it on
     const auto x_id = c.at(x).id;
     recovery::membership<sim_replica> members(*c.at(leader).rep, {});
     members.start();
-    std::optional<std::error_code> removed, added;
-    members.remove_member(c.at(x).name, std::chrono::seconds(5), [&](std::error_code ec) { removed = ec; });
-    REQUIRE(c.run_until([&] { return removed.has_value(); }, 2'000'000));
-    REQUIRE(!*removed);
+    remove_through(c, members, x);
+    std::optional<std::error_code> added;
     c.wipe(c.at(x));
     // The blank node asks to join; a member still tells it it was removed (its previous
     // life's configuration), and that notice comes 3 s late, after it was added back.
@@ -399,10 +402,7 @@ TEST_CASE("force-leader on a removed node is refused and changes nothing") {
     const std::size_t x = follower(c);
     recovery::membership<sim_replica> members(*c.at(leader).rep, {});
     members.start();
-    std::optional<std::error_code> removed;
-    members.remove_member(c.at(x).name, std::chrono::seconds(5), [&](std::error_code ec) { removed = ec; });
-    REQUIRE(c.run_until([&] { return removed.has_value(); }, 2'000'000));
-    REQUIRE(!*removed);
+    remove_through(c, members, x);
     c.sim().run_for(2'000'000);  // x hears nothing more: no leader it follows
     REQUIRE(c.at(x).rep);
     REQUIRE(c.at(x).force);

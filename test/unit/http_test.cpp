@@ -407,6 +407,90 @@ TEST_CASE("idle connections time out") {
     CHECK(std::chrono::steady_clock::now() - start >= std::chrono::milliseconds(900));
 }
 
+// #14.6: a client that trickles its request a byte at a time is closed when the whole request
+// has not arrived within idle_timeout: activity does not extend the deadline.
+TEST_CASE("a slow client trickling its headers is closed at the request deadline; others are served meanwhile") {
+    debug::http_options opts;
+    opts.idle_timeout = std::chrono::seconds(1);
+    server_fixture f(opts);
+    client slow(f.server.port());
+    const auto start = std::chrono::steady_clock::now();
+    const std::string request = get("/echo/slow", "X-Padding: " + std::string(200, 'p') + "\r\n");
+    bool closed = false;
+    for (std::size_t i = 0; i < request.size() && !closed; ++i) {
+        boost::system::error_code ec;
+        boost::asio::write(slow.socket, boost::asio::buffer(request.data() + i, 1), ec);
+        closed = ec || slow.closed_by_server(std::chrono::milliseconds(50));
+        if (i == 3) CHECK(fetch(f.server.port(), "/echo/other").status == 200);
+    }
+    CHECK(closed);
+    const auto took = std::chrono::steady_clock::now() - start;
+    CHECK(took >= std::chrono::milliseconds(900));
+    CHECK(took < std::chrono::seconds(8));
+}
+
+// #14.6: connections are capped; at the cap every connection is served, one more is told 503
+// "overloaded" and closed, and a freed place is taken again.
+TEST_CASE("connections at the cap are served; one past gets a 503 and is closed; a freed place is reused") {
+    debug::http_options opts;
+    opts.max_connections = 3;
+    server_fixture f(opts);
+    std::vector<std::unique_ptr<client>> held;
+    for (int i = 0; i < 3; ++i) {
+        held.push_back(std::make_unique<client>(f.server.port()));
+        held.back()->send(get("/echo/" + std::to_string(i)));
+        CHECK(held.back()->read_reply().status == 200);  // at the cap: served, kept open
+    }
+    {
+        client past(f.server.port());
+        auto r = past.read_reply();
+        check_json_error(r, 503, "too many connections");
+        CHECK(r.body_json()["code"] == "overloaded");
+        CHECK(past.closed_by_server());
+    }
+    held.pop_back();
+    reply r;
+    for (int attempt = 0; attempt < 50 && r.status != 200; ++attempt) {  // the close reaches the server
+        r = fetch(f.server.port(), "/echo/again");
+        if (r.status != 200) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    CHECK(r.status == 200);
+}
+
+// #14.7: with bodies_need_token, a body is read only after the token was checked on the
+// headers: a client without it gets 401 and a closed connection however much it promised.
+TEST_CASE("bodies need the token: checked on the headers before the body; a wrong one of any length is refused") {
+    debug::http_options opts;
+    opts.bodies_need_token = true;
+    opts.token = "s3cret";
+    server_fixture f(opts);
+    for (std::string auth : {"", "Authorization: Bearer s3cre\r\n", "Authorization: Bearer s3cretX\r\n",
+                             "Authorization: Bearer S3cret\r\n"}) {
+        client c(f.server.port());
+        c.send("PUT /echo/x HTTP/1.1\r\nHost: test\r\n" + auth + "Content-Length: 1000000\r\n\r\n");
+        auto r = c.read_reply();
+        CHECK_MESSAGE(r.status == 401, auth);
+        CHECK(r.header("www-authenticate").rfind("Bearer", 0) == 0);
+        CHECK(c.closed_by_server());
+    }
+    client ok(f.server.port());
+    ok.send("PUT /echo/x HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer s3cret\r\nContent-Length: 2\r\n\r\n{}");
+    auto r = ok.read_reply();
+    CHECK(r.status == 200);
+    CHECK(r.body_json()["body"] == "{}");
+    CHECK(fetch(f.server.port(), "/echo/no-body-no-token").status == 200);  // reads need no token
+}
+
+TEST_CASE("constant_time_equal: equal only for the same bytes and length") {
+    CHECK(debug::constant_time_equal("Bearer abc", "Bearer abc"));
+    CHECK(debug::constant_time_equal("", ""));
+    CHECK(!debug::constant_time_equal("Bearer ab", "Bearer abc"));
+    CHECK(!debug::constant_time_equal("Bearer abc", "Bearer ab"));
+    CHECK(!debug::constant_time_equal("Bearer abd", "Bearer abc"));
+    CHECK(!debug::constant_time_equal(std::string("Bearer abc\0", 11), "Bearer abc"));  // padding is not equality
+    CHECK(!debug::constant_time_equal("", "x"));
+}
+
 TEST_CASE("start() refuses a taken port with std::system_error; stop() closes everything") {
     server_fixture f;
     boost::asio::io_context other_io;
