@@ -12,7 +12,9 @@
 // With "Authorization: Bearer TOKEN" (and only when the node has a token):
 //   PUT    /v1/registries/{name}/keys/{key}       body {"value": ...}: registers under the node's own
 //                                                 process; 200 {"pid":...}, 409 {"error","owner","pid"} if
-//                                                 taken; errors carry the "pid" it acted for
+//                                                 taken; errors carry the "pid" it acted for. Idempotent:
+//                                                 in a duplicate registry the process keeps one entry
+//                                                 under the key, with the latest value
 //   DELETE /v1/registries/{name}/keys/{key}       unregisters the node's own process's registration:
 //                                                 200, 404 not registered, 409 held by another
 //                                                 process; each with {"pid"} of the process it acted for
@@ -361,7 +363,7 @@ inline http_handler routes(tcp_node& node) {
                         return fail(400, "the body must be a JSON object {\"value\": ...}" +
                                              (body_problem.empty() ? "" : ": " + body_problem));
                     const registry::pid self = reg->owner();  // the process this acts for
-                    return reg->as(self).async_register(key, body["value"], [respond, self](std::error_code ec, registry::pid owner) {
+                    return reg->as(self).async_put(key, body["value"], [respond, self](std::error_code ec, registry::pid owner) {
                         if (ec == errc::already_registered)
                             return respond(detail::failure(ec, {{"owner", owner.to_string()}, {"pid", self.to_string()}}));
                         if (ec)

@@ -135,6 +135,17 @@ struct create_registry {
     friend bool operator==(const create_registry&, const create_registry&) = default;
 };
 
+/// Sets `owner`'s entry under `key` to `value`: as register_key, except that in a duplicate
+/// registry an owner that holds entries under the key keeps one, with this value (an
+/// idempotent put: what HTTP's PUT does). `removed` counts the extra entries it dropped.
+struct put_entry {
+    std::string registry;
+    std::string key;
+    pid owner;
+    json value;
+    friend bool operator==(const put_entry&, const put_entry&) = default;
+};
+
 /// Opens a client session (its seq 1) and does nothing else. A session's commands start at
 /// seq 2, so that no command is the first of its session: if the session is dropped while a
 /// command is retried, the retry is refused (session_expired), never run a second time.
@@ -145,7 +156,7 @@ struct open_session {
 /// One command. The variant index is the tag on the wire (0-based, in this order); never
 /// reorder, only append.
 using command = std::variant<register_key, unregister, unregister_match, compare_and_set, put_meta,
-                             delete_meta, process_down, node_down, node_up, create_registry, open_session>;
+                             delete_meta, process_down, node_down, node_up, create_registry, open_session, put_entry>;
 
 /// A command with its client session and the leader's clock reading.
 struct envelope {
@@ -289,7 +300,7 @@ inline void put_command(writer& w, const command& c) {
     std::visit(
         [&w](const auto& x) {
             using T = std::decay_t<decltype(x)>;
-            if constexpr (std::is_same_v<T, register_key>) {
+            if constexpr (std::is_same_v<T, register_key> || std::is_same_v<T, put_entry>) {
                 w.bytes(x.registry);
                 w.bytes(x.key);
                 put_pid(w, x.owner);
@@ -404,6 +415,14 @@ inline command get_command(reader& r) {
             return x;
         }
         case 10: return open_session{};
+        case 11: {
+            put_entry x;
+            x.registry = r.bytes();
+            x.key = r.bytes();
+            x.owner = get_pid(r);
+            x.value = get_json(r);
+            return x;
+        }
         default: r.fail(); return {};
     }
 }

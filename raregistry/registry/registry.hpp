@@ -129,6 +129,7 @@ public:
 
     /// Registers the owner under `key` with `value` (Elixir's register/3). Completes with the
     /// owner's pid; already_registered with the current owner's pid if a unique key is taken.
+    /// In a duplicate registry each call adds an entry, even for the same owner and key.
     template <class Token>
     auto async_register(std::string key, json value, Token&& token) {
         return run<pid>(std::forward<Token>(token), [self = *this, key = std::move(key),
@@ -142,7 +143,23 @@ public:
         });
     }
 
-    /// Removes the owner's registration under `key` (Elixir's unregister/2). Where Elixir
+    /// Sets the owner's entry under `key` to `value`, idempotently: as async_register, except
+    /// that in a duplicate registry an owner already registered under `key` keeps a single
+    /// entry, with this value (HTTP's PUT).
+    template <class Token>
+    auto async_put(std::string key, json value, Token&& token) {
+        return run<pid>(std::forward<Token>(token), [self = *this, key = std::move(key),
+                                                     value = std::move(value)](auto done) mutable {
+            if (auto ec = check_key(key)) return done(ec, pid{});
+            const pid owner = self.owner();
+            self.write(put_entry{self.name_, key, owner, value}, [done, owner](std::error_code ec, result r) {
+                if (!ec) ec = r.code;
+                done(ec, ec == errc::already_registered && r.owner ? *r.owner : owner);
+            });
+        });
+    }
+
+    /// Removes the owner's registrations under `key`, every one (Elixir's unregister/2). Where Elixir
     /// answers :ok either way, this tells you: not_registered when the owner held no such
     /// key, not_owner (unique registries) when another process holds it.
     template <class Token>
@@ -155,8 +172,8 @@ public:
         });
     }
 
-    /// Removes the owner's registration under `key` if its value matches `pattern` and
-    /// `guards` (Elixir's unregister_match/4). Completes with whether it removed one.
+    /// Removes the owner's registrations under `key` whose value matches `pattern` and
+    /// `guards` (Elixir's unregister_match/4). Completes with whether it removed any.
     template <class Token>
     auto async_unregister_match(std::string key, json pattern, std::optional<json> guards, Token&& token) {
         return run<bool>(std::forward<Token>(token), [self = *this, key = std::move(key), pattern = std::move(pattern),
@@ -219,8 +236,9 @@ public:
 
     /// The entries under `key` whose value matches `pattern` and `guards` (Elixir's match/4).
     /// Patterns: "_" matches anything, objects match when every listed member matches, arrays
-    /// element by element, anything else by equality. Guards: [[op, json_pointer, operand], ...]
-    /// with op one of == != < <= > >=, e.g. [[">", "/load", 3]].
+    /// element by element, anything else only the same term (strictly: 1 does not match 1.0).
+    /// Guards: [[op, json_pointer, operand], ...] with op one of == != < <= > >= === !==, e.g.
+    /// [[">", "/load", 3]]; "==" compares numbers by value, "===" strictly.
     template <class Token>
     auto async_match(std::string key, json pattern, std::optional<json> guards, Token&& token) {
         if (auto ec = check_guards(guards)) return fail<std::vector<entry>>(std::forward<Token>(token), ec);
@@ -270,7 +288,7 @@ public:
                                  });
     }
 
-    /// The keys `p` is registered under, sorted (Elixir's keys/2).
+    /// The keys `p` is registered under, sorted, once per entry (Elixir's keys/2).
     template <class Token>
     auto async_keys(pid p, Token&& token) {
         return read<std::vector<std::string>>(std::forward<Token>(token), [p = std::move(p)](const registry_handle& h) {
@@ -278,7 +296,7 @@ public:
         });
     }
 
-    /// The values `p` registered under `key`: none or one (Elixir's values/3).
+    /// The values `p` registered under `key`, in the order registered (Elixir's values/3).
     template <class Token>
     auto async_values(std::string key, pid p, Token&& token) {
         return read<std::vector<json>>(std::forward<Token>(token), [key = std::move(key), p = std::move(p)](
@@ -308,12 +326,17 @@ public:
 
     // ---- the :via trio (unique registries) ------------------------------------------------
 
-    /// Registers the owner under `key` with a null value (Elixir's register_name/2):
-    /// already_registered when taken.
+    /// Registers the owner under `key` with `value` (Elixir's register_name/2 with a
+    /// {reg, key, value} name): already_registered when taken.
+    template <class Token>
+    auto async_register_name(std::string key, json value, Token&& token) {
+        if (mode_ != keys::unique) return fail<pid>(std::forward<Token>(token), errc::invalid_argument);
+        return async_register(std::move(key), std::move(value), std::forward<Token>(token));
+    }
+    /// The same with a null value ({reg, key}).
     template <class Token>
     auto async_register_name(std::string key, Token&& token) {
-        if (mode_ != keys::unique) return fail<pid>(std::forward<Token>(token), errc::invalid_argument);
-        return async_register(std::move(key), json(), std::forward<Token>(token));
+        return async_register_name(std::move(key), json(), std::forward<Token>(token));
     }
 
     /// The pid registered under `key`, nothing if none (Elixir's whereis_name/1).

@@ -135,7 +135,7 @@ inline std::optional<std::string> fencing_budget_problem(const replica_options& 
 /// Application message kinds carried in raft app messages between replicas.
 enum class app_kind : std::uint64_t {
     forward = 1,       ///< [u64 op][u32 attempt][envelope]        follower -> leader
-    forward_reply,     ///< [u64 op][u32 attempt][u32 errc][result] leader -> follower
+    forward_reply,     ///< [u64 op][u32 attempt][u32 errc] and if ok [u64 applied index][result]  leader -> follower
     lease_read,        ///< [u64 op][u32 attempt]                   follower -> leader
     lease_reply,       ///< [u64 op][u32 attempt][u32 errc][u64 index]
     beacon,            ///< [u64 sent][u64 term][u64 acked][u64 quorum_age]   leader -> member
@@ -549,6 +549,9 @@ private:
         std::uint64_t lane_generation = 0;  ///< the lanes of which life `lane` belongs to
         std::uint64_t life = 0;  ///< session-less liveness commands: the epoch they belong to
         raft::term_t only_term = 0;  ///< nonzero: proposed only by this node as leader in that term
+        /// The leader's answer, kept until this node has applied the entry too (see
+        /// on_forward_reply): then the write completes.
+        std::optional<result> answered;
     };
     struct read_op {
         std::uint64_t id = 0;
@@ -570,7 +573,8 @@ private:
         const pid* owner = std::visit(
             [](const auto& c) -> const pid* {
                 using C = std::decay_t<decltype(c)>;
-                if constexpr (std::is_same_v<C, register_key> || std::is_same_v<C, compare_and_set>)
+                if constexpr (std::is_same_v<C, register_key> || std::is_same_v<C, put_entry> ||
+                              std::is_same_v<C, compare_and_set>)
                     return &c.owner;
                 else
                     return nullptr;
@@ -582,17 +586,24 @@ private:
         return {};
     }
 
+    /// The registry and owner of a registration (register_key or put_entry), else nothing.
+    static std::optional<std::pair<std::string_view, pid>> registration(const command& cmd) {
+        if (const auto* r = std::get_if<register_key>(&cmd)) return std::pair<std::string_view, pid>{r->registry, r->owner};
+        if (const auto* r = std::get_if<put_entry>(&cmd)) return std::pair<std::string_view, pid>{r->registry, r->owner};
+        return std::nullopt;
+    }
+
     void note_claim(const command& cmd) {
-        if (const auto* r = std::get_if<register_key>(&cmd)) {
-            registered_.insert(r->owner);
-            if (claims_unique_name(cmd)) unique_claims_.insert(r->owner);
+        if (auto r = registration(cmd)) {
+            registered_.insert(r->second);
+            if (claims_unique_name(cmd)) unique_claims_.insert(r->second);
         }
     }
 
     /// A registration in a registry that is not known to be a duplicate one: fencing covers it.
     bool claims_unique_name(const command& cmd) const {
-        const auto* r = std::get_if<register_key>(&cmd);
-        return r != nullptr && sm_.mode(r->registry) != keys::duplicate;
+        auto r = registration(cmd);
+        return r && sm_.mode(r->first) != keys::duplicate;
     }
 
     /// Whether this node has gone unconfirmed for fence_after now (fenced_ is only updated
@@ -703,6 +714,11 @@ private:
     void attempt(const std::shared_ptr<write_op>& op) {
         if (op->done || stopped_) return;
         const duration now = transport_.now();
+        if (op->answered) {  // applied by the leader, not here yet
+            if (now >= op->deadline) return finish(*op, {}, *op->answered);
+            op->retry_at = op->deadline;
+            return;
+        }
         if (now >= op->deadline) {
             ++stats_.timeouts;
             if (op->opening) rekey(*op);  // whether the session opened is unknown
@@ -759,6 +775,21 @@ private:
             return finish(*op, ec, {});
         // not_leader, dropped (did not commit), outcome_unknown: try again, same sequence number.
         if (op->attempt == n) retry_soon(op, n);
+    }
+
+    /// The leader applied a forwarded write at or before `applied`. Its answer completes the
+    /// write once this node has applied that far too: the writer's own node has then called
+    /// its listeners and a local read sees the write (as in Elixir, where register returns
+    /// after the registry changed). At the deadline the known answer completes it anyway.
+    void on_forward_reply(const std::shared_ptr<write_op>& op, std::uint32_t n, raft::index_t applied, result r) {
+        if (op->done || stopped_ || n < op->phase_from || op->answered) return;
+        const bool final = !op->opening && r.code != errc::dropped && r.code != errc::session_expired;
+        if (!final || node_->applied() >= applied) return outcome(op, n, {}, std::move(r));
+        op->answered = std::move(r);
+        op->retry_at = op->deadline;  // no more tries: the sweep only ends it at the deadline
+        node_->wait_applied(applied, [this, op](std::error_code) {
+            if (!op->done && !stopped_) finish(*op, {}, *op->answered);
+        });
     }
 
     /// The lane's session was dropped by the state machine (idle past its timeout, or evicted)
@@ -910,9 +941,11 @@ private:
                 if (it == writes_.end()) return;
                 auto op = it->second;
                 if (code != errc::ok) return outcome(op, n, code, {});
+                const raft::index_t applied = r.u64();
+                if (!r.ok()) return;
                 auto res = decode_result(r.rest());
                 if (!res) return;
-                return outcome(op, n, {}, std::move(*res));
+                return on_forward_reply(op, n, applied, std::move(*res));
             }
             case app_kind::lease_read: {
                 const std::uint64_t id = r.u64();
@@ -1021,7 +1054,13 @@ private:
         stamp_leader_time(env, cluster_time_ms());
         node_->propose(std::move(env), [this, from, id, n](std::error_code ec, result r) {
             if (stopped_) return;
-            reply(from, app_kind::forward_reply, id, n, ec, ec ? std::string() : encode(r));
+            std::string tail;
+            if (!ec) {
+                wire::detail::writer w(tail);
+                w.u64(node_->applied());  // this entry's index, or a little past it
+                tail += encode(r);
+            }
+            reply(from, app_kind::forward_reply, id, n, ec, std::move(tail));
         });
     }
 

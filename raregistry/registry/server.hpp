@@ -46,17 +46,18 @@ inline constexpr const char* cast_tag = "$cast";
 
 }  // namespace detail
 
-/// Starts a server of type T registered under `key` in the unique registry `reg`, unless the
-/// key is taken. Completion: void(std::error_code, pid) — the new pid, or already_started
-/// with the owner's pid (or the registration's error).
+/// Starts a server of type T registered under `key` in the unique registry `reg` with
+/// `value` (Elixir's {:via, Registry, {reg, key, value}}), unless the key is taken.
+/// Completion: void(std::error_code, pid) — the new pid, or already_started with the
+/// owner's pid (or the registration's error).
 template <class T, class Replica, class Token>
-auto start_named(registry_handle<Replica> reg, std::string key, json args, Token&& token) {
+auto start_named(registry_handle<Replica> reg, std::string key, json args, json value, Token&& token) {
     using handle = registry_handle<Replica>;
     return boost::asio::async_initiate<Token, void(std::error_code, pid)>(
-        [](auto handler, handle reg, std::string key, json args) {
+        [](auto handler, handle reg, std::string key, json args, json value) {
             auto hp = std::make_shared<decltype(handler)>(std::move(handler));
             Replica& rep = reg.replica();
-            rep.net().post([&rep, reg, key = std::move(key), args = std::move(args), hp]() mutable {
+            rep.net().post([&rep, reg, key = std::move(key), args = std::move(args), value = std::move(value), hp]() mutable {
                 if (reg.mode() != keys::unique) return detail::complete(hp, std::error_code(errc::invalid_argument), pid{});
                 auto server = std::make_shared<std::unique_ptr<T>>();
                 auto exit_with = std::make_shared<std::function<void(const pid&, const std::string&)>>();
@@ -89,7 +90,7 @@ auto start_named(registry_handle<Replica> reg, std::string key, json args, Token
                 *exit_with = [&rep, self](const pid&, const std::string& reason) {
                     rep.net().post([&rep, self, reason] { rep.exit_process(self, reason); });
                 };
-                reg.as(self).async_register(key, json(nullptr), [&rep, self, server, args, hp](std::error_code ec, pid owner) {
+                reg.as(self).async_register(key, std::move(value), [&rep, self, server, args, hp](std::error_code ec, pid owner) {
                     if (ec) {
                         rep.exit_process(self, "not started: " + ec.message());
                         if (ec == errc::already_registered) ec = errc::already_started;
@@ -105,7 +106,13 @@ auto start_named(registry_handle<Replica> reg, std::string key, json args, Token
                 });
             });
         },
-        token, std::move(reg), std::move(key), std::move(args));
+        token, std::move(reg), std::move(key), std::move(args), std::move(value));
+}
+
+/// start_named with a null value (Elixir's {:via, Registry, {reg, key}}).
+template <class T, class Replica, class Token>
+auto start_named(registry_handle<Replica> reg, std::string key, json args, Token&& token) {
+    return start_named<T>(std::move(reg), std::move(key), std::move(args), json(nullptr), std::forward<Token>(token));
 }
 
 /// Calls the server registered under `key`, wherever it runs. Completion:

@@ -87,15 +87,39 @@ inline constexpr std::uint32_t snapshot_format_version = 1;
 /// First four bytes of a snapshot: "RRSM" read as a little-endian u32.
 inline constexpr std::uint32_t snapshot_magic = 0x4d535252;
 
-/// Whether `value` matches `pattern`. The string "_" matches anything; an object matches an
-/// object holding at least the pattern's keys, each matching (as Elixir map patterns); an
-/// array matches an array of the same length, element by element; any other pattern matches
-/// an equal value (numbers compare by value: 1 matches 1.0).
+/// Whether `a` and `b` are the same term, as Elixir's `===`: numbers are equal only when both
+/// are integers or both are floats, with the same value (1 and 1.0 differ); arrays and
+/// objects are equal element by element.
+inline bool strictly_equal(const json& a, const json& b) {
+    if (a.is_number() && b.is_number()) return a.is_number_float() == b.is_number_float() && a == b;
+    if (a.type() != b.type()) return false;
+    if (a.is_array()) {
+        if (a.size() != b.size()) return false;
+        for (std::size_t i = 0; i < a.size(); ++i)
+            if (!strictly_equal(a[i], b[i])) return false;
+        return true;
+    }
+    if (a.is_object()) {
+        if (a.size() != b.size()) return false;
+        for (auto it = a.begin(); it != a.end(); ++it) {
+            auto other = b.find(it.key());
+            if (other == b.end() || !strictly_equal(it.value(), *other)) return false;
+        }
+        return true;
+    }
+    return a == b;
+}
+
+/// Whether `value` matches `pattern`, as Elixir's `=`. The string "_" matches anything; an
+/// object matches an object holding at least the pattern's keys, each matching (as Elixir
+/// map patterns); an array matches an array of the same length, element by element; any
+/// other pattern matches only the same term (strictly: 1 does not match 1.0).
 ///   matches("_", anything)                                  -> true
 ///   matches({"role":"_"}, {"role":"db","zone":"a"})         -> true
 ///   matches({"role":"web"}, {"role":"db"})                  -> false
 ///   matches([1,"_"], [1,{"x":2}])                           -> true
 ///   matches([1,"_"], [1,2,3])                               -> false
+///   matches(1, 1.0)                                         -> false
 inline bool matches(const json& pattern, const json& value) {
     if (pattern.is_string() && pattern.get_ref<const std::string&>() == "_") return true;
     if (pattern.is_object()) {
@@ -112,15 +136,16 @@ inline bool matches(const json& pattern, const json& value) {
             if (!matches(pattern[i], value[i])) return false;
         return true;
     }
-    return pattern == value;
+    return strictly_equal(pattern, value);
 }
 
 /// Whether every guard holds for `value`; nothing if `guards` is malformed.
 ///
 /// Guards are an array of conditions [op, path, operand]: op one of "==", "!=", "<", "<=",
-/// ">", ">="; path a JSON pointer into the value ("" is the value itself). A condition on a
-/// missing path is false; ordering compares numbers with numbers and strings with strings
-/// only (anything else is false). [] always holds.
+/// ">", ">=", "===", "!=="; path a JSON pointer into the value ("" is the value itself). As
+/// in Elixir, "==" compares numbers by value (1 == 1.0) and "===" strictly (1 !== 1.0). A
+/// condition on a missing path is false; ordering compares numbers with numbers and strings
+/// with strings only (anything else is false). [] always holds.
 ///   guards_hold([[">", "/n", 3]], {"n": 5})                  -> true
 ///   guards_hold([["==", "", "x"], ["!=", "/a", 1]], "x")    -> false ("/a" is missing)
 inline std::optional<bool> guards_hold(const json& guards, const json& value) {
@@ -129,7 +154,7 @@ inline std::optional<bool> guards_hold(const json& guards, const json& value) {
     for (const auto& g : guards) {
         if (!g.is_array() || g.size() != 3 || !g[0].is_string() || !g[1].is_string()) return std::nullopt;
         const auto& op = g[0].get_ref<const std::string&>();
-        static constexpr std::string_view ops[] = {"==", "!=", "<", "<=", ">", ">="};
+        static constexpr std::string_view ops[] = {"==", "!=", "<", "<=", ">", ">=", "===", "!=="};
         std::size_t k = 0;
         while (k < std::size(ops) && ops[k] != op) ++k;
         if (k == std::size(ops)) return std::nullopt;
@@ -156,7 +181,9 @@ inline std::optional<bool> guards_hold(const json& guards, const json& value) {
                 case 2: holds = comparable && *v < x; break;
                 case 3: holds = comparable && *v <= x; break;
                 case 4: holds = comparable && *v > x; break;
-                default: holds = comparable && *v >= x; break;
+                case 5: holds = comparable && *v >= x; break;
+                case 6: holds = strictly_equal(*v, x); break;
+                default: holds = !strictly_equal(*v, x); break;
             }
         }
         all = all && holds;
@@ -401,22 +428,25 @@ public:
         return r ? r->pids.size() : 0;
     }
 
-    /// The keys `p` is registered under in the registry, sorted (Elixir's keys/2).
+    /// The keys `p` is registered under in the registry, sorted, a key once per entry (Elixir's
+    /// keys/2: a process registered twice under "k" in a duplicate registry gets "k" twice).
     std::vector<std::string> keys_of(std::string_view reg, const pid& p) const {
         std::vector<std::string> out;
         auto it = by_pid_.find(p);
         if (it == by_pid_.end()) return out;
-        for (auto r = it->second.lower_bound({std::string(reg), std::string()});
-             r != it->second.end() && r->first == reg; ++r)
-            out.push_back(r->second);
+        const auto* r = find_registry(reg);
+        for (auto ref = it->second.lower_bound({std::string(reg), std::string()});
+             r != nullptr && ref != it->second.end() && ref->first == reg; ++ref)
+            out.insert(out.end(), r->find(ref->second)->second.count(p), ref->second);
         return out;
     }
 
-    /// The values `p` registered under `key`: none or one here (Elixir's values/3).
+    /// The values `p` registered under `key`, in the order registered (Elixir's values/3): at
+    /// most one in a unique registry.
     std::vector<json> values(std::string_view reg, std::string_view key, const pid& p) const {
         std::vector<json> out;
         if (const auto* owners = find_owners(reg, key)) {
-            if (auto it = owners->find(p); it != owners->end()) out.push_back(it->second);
+            for (auto [it, end] = owners->equal_range(p); it != end; ++it) out.push_back(it->second);
         }
         return out;
     }
@@ -464,7 +494,8 @@ public:
         if (it == by_node_.end()) return 0;
         auto e = it->second.find(epoch);
         if (e == it->second.end()) return 0;
-        for (const auto& p : e->second) n += by_pid_.at(p).size();
+        for (const auto& p : e->second)
+            for (const auto& [name, key] : by_pid_.at(p)) n += find_owners(name, key)->count(p);
         return n;
     }
 
@@ -487,17 +518,19 @@ public:
     /// Checks that the indexes agree with the entries and the limits hold; O(state). A
     /// failure stops the process (RR_ASSERT). Called after restore and by tests.
     void check_invariants() const {
-        std::size_t total = 0;
+        std::size_t refs = 0;
         for (const auto& [name, reg] : registries_) {
             std::size_t regs = 0;
             std::map<pid, std::size_t> pids;
             for (const auto& [key, owners] : reg.entries) {
                 RR_ASSERT(!owners.empty());
                 RR_ASSERT(reg.mode == keys::duplicate || owners.size() == 1);
-                for (const auto& [p, value] : owners) {
+                for (auto o = owners.begin(); o != owners.end(); ++o) {
+                    const pid& p = o->first;
                     RR_ASSERT(!life_over(p));
                     auto bp = by_pid_.find(p);
                     RR_ASSERT(bp != by_pid_.end() && bp->second.contains({name, key}));
+                    if (o == owners.begin() || std::prev(o)->first != p) ++refs;  // one ref per (key, pid)
                     ++pids[p];
                     ++regs;
                 }
@@ -506,7 +539,6 @@ public:
             for (const auto& [key, it] : reg.index) RR_ASSERT(key.text.data() == it->first.data());
             RR_ASSERT(regs == reg.registrations);
             RR_ASSERT(pids == reg.pids);
-            total += regs;
         }
         std::size_t indexed = 0, node_indexed = 0;
         for (const auto& [p, refs] : by_pid_) {
@@ -522,7 +554,7 @@ public:
                 node_indexed += ps.size();
             }
         }
-        RR_ASSERT(indexed == total);
+        RR_ASSERT(indexed == refs);
         RR_ASSERT(node_indexed == by_pid_.size());
         RR_ASSERT(sessions_.size() == lru_.size() && sessions_.size() <= limits_.max);
         for (const auto& [tick, id] : lru_) {
@@ -547,11 +579,13 @@ private:
     };
 
     struct registry_data {
-        using owners_map = std::map<pid, json>;
+        /// pid -> value; in a duplicate registry a pid may hold several entries under one key,
+        /// kept in the order they were registered (a multimap keeps equal keys in insertion order).
+        using owners_map = std::multimap<pid, json>;
         using entry_map = std::map<std::string, owners_map, std::less<>>;
 
         keys mode = keys::unique;
-        entry_map entries;  ///< key -> pid -> value; ordered for listings, prefixes and snapshots
+        entry_map entries;  ///< key -> pid -> values; ordered for listings, prefixes and snapshots
         /// key -> its node in `entries`, for O(1) point lookups (the viewed strings are the
         /// map's own keys, whose nodes never move). Not state: rebuilt on copy.
         std::unordered_map<hashed_key, entry_map::iterator, key_hash> index;
@@ -633,7 +667,7 @@ private:
         auto it = registries_.find(name);
         return it == registries_.end() ? nullptr : &it->second;
     }
-    const std::map<pid, json>* find_owners(std::string_view reg, std::string_view key) const {
+    const registry_data::owners_map* find_owners(std::string_view reg, std::string_view key) const {
         const auto* r = find_registry(reg);
         if (r == nullptr) return nullptr;
         auto it = r->find(key);
@@ -689,11 +723,9 @@ private:
     void insert_entry(const std::string& name, registry_data& reg, const std::string& key, const pid& p,
                       const json& value) {
         auto& owners = reg.owners(key);
-        const bool inserted = owners.emplace(p, value).second;
-        RR_ASSERT(inserted);
+        owners.emplace(p, value);  // after p's earlier entries under the key
         RR_ASSERT(reg.mode == keys::duplicate || owners.size() == 1);
-        const bool indexed = by_pid_[p].emplace(name, key).second;
-        RR_ASSERT(indexed);
+        by_pid_[p].emplace(name, key);
         by_node_[p.node][p.epoch].insert(p);
         ++reg.pids[p];
         ++reg.registrations;
@@ -701,16 +733,17 @@ private:
     }
 
     void erase_entry(const std::string& name, registry_data& reg,
-                     decltype(registry_data::entries)::iterator key_it, std::map<pid, json>::iterator owner_it) {
+                     decltype(registry_data::entries)::iterator key_it, registry_data::owners_map::iterator owner_it) {
         ++visits_;
         const pid p = owner_it->first;
         const ref r{name, key_it->first};
         if (listener_) listener_(event{event::kind::unregistered, name, key_it->first, p, owner_it->second});
         key_it->second.erase(owner_it);
+        const bool more_of_p = key_it->second.contains(p);
         if (key_it->second.empty()) reg.erase(key_it);
         auto bp = by_pid_.find(p);
         RR_ASSERT(bp != by_pid_.end());
-        RR_ASSERT(bp->second.erase(r) == 1);
+        if (!more_of_p) RR_ASSERT(bp->second.erase(r) == 1);
         if (bp->second.empty()) {
             by_pid_.erase(bp);
             auto bn = by_node_.find(p.node);
@@ -733,17 +766,28 @@ private:
         auto bp = by_pid_.find(p);
         if (bp == by_pid_.end()) return 0;
         const std::set<ref> refs = bp->second;  // erase_entry edits the index as we go
+        std::uint64_t removed = 0;
         for (const auto& [name, key] : refs) {
             auto reg = registries_.find(name);
             RR_ASSERT(reg != registries_.end());
             auto k = reg->second.find(key);
             RR_ASSERT(k != reg->second.entries.end());
-            auto o = k->second.find(p);
-            RR_ASSERT(o != k->second.end());
-            erase_entry(name, reg->second, k, o);
+            removed += erase_entries_of(name, reg->second, k, p, [](const json&) { return true; });
         }
         RR_ASSERT(!by_pid_.contains(p));
-        return refs.size();
+        return removed;
+    }
+
+    /// Removes `p`'s entries under the key at `key_it` whose value satisfies `doomed`, in the
+    /// order registered; how many it removed. `key_it` is gone if the key was left empty.
+    template <class Pred>
+    std::uint64_t erase_entries_of(const std::string& name, registry_data& reg,
+                                   decltype(registry_data::entries)::iterator key_it, const pid& p, Pred doomed) {
+        std::vector<registry_data::owners_map::iterator> victims;
+        for (auto [o, end] = key_it->second.equal_range(p); o != end; ++o)
+            if (doomed(o->second)) victims.push_back(o);
+        for (auto o : victims) erase_entry(name, reg, key_it, o);  // the key goes only with the last
+        return victims.size();
     }
 
     /// Removes every registration of `node`'s epochs for which `doomed(epoch)` holds, walking
@@ -766,26 +810,36 @@ private:
         return std::visit([this](const auto& x) { return run(x); }, c);
     }
 
-    result run(const register_key& c) {
-        if (!valid_name(c.registry) || !valid_key(c.key) || !valid_pid(c.owner) || !valid_value(c.value))
+    result run(const register_key& c) { return add_entry(c.registry, c.key, c.owner, c.value, false); }
+    result run(const put_entry& c) { return add_entry(c.registry, c.key, c.owner, c.value, true); }
+
+    /// register_key (`keep_one` false) and put_entry (true): they differ only where the owner
+    /// already holds entries under the key of a duplicate registry.
+    result add_entry(const std::string& name, const std::string& key, const pid& owner, const json& value, bool keep_one) {
+        if (!valid_name(name) || !valid_key(key) || !valid_pid(owner) || !valid_value(value))
             return refused(errc::invalid_argument);
-        auto reg = registries_.find(c.registry);
+        auto reg = registries_.find(name);
         if (reg == registries_.end()) return refused(errc::unknown_registry);
-        if (life_over(c.owner)) return refused(errc::noproc);
-        adopt_life(c.owner);
+        if (life_over(owner)) return refused(errc::noproc);
+        adopt_life(owner);
         auto& data = reg->second;
-        if (auto k = data.find(c.key); k != data.entries.end()) {
+        if (auto k = data.find(key); k != data.entries.end()) {
             if (data.mode == keys::unique) {
                 result r = refused(errc::already_registered);
                 r.owner = k->second.begin()->first;
                 return r;
             }
-            if (auto o = k->second.find(c.owner); o != k->second.end()) {
-                o->second = c.value;
-                return {};
+            // A duplicate registry: register adds one more entry beside the owner's earlier
+            // ones (Elixir's register/3); put keeps one, the first, with the new value.
+            if (keep_one && k->second.contains(owner)) {
+                auto first = k->second.find(owner);
+                result r;
+                r.removed = erase_entries_of(reg->first, data, k, owner, [&](const json& v) { return &v != &first->second; });
+                first->second = value;
+                return r;
             }
         }
-        insert_entry(reg->first, data, c.key, c.owner, c.value);
+        insert_entry(reg->first, data, key, owner, value);
         return {};
     }
 
@@ -796,12 +850,10 @@ private:
         if (reg == registries_.end()) return refused(errc::unknown_registry);
         auto k = reg->second.find(c.key);
         if (k == reg->second.entries.end()) return refused(errc::not_registered);
-        auto o = k->second.find(c.owner);
-        if (o == k->second.end())
+        if (!k->second.contains(c.owner))
             return refused(reg->second.mode == keys::unique ? errc::not_owner : errc::not_registered);
-        erase_entry(reg->first, reg->second, k, o);
-        result r;
-        r.removed = 1;
+        result r;  // every entry of the owner under the key
+        r.removed = erase_entries_of(reg->first, reg->second, k, c.owner, [](const json&) { return true; });
         return r;
     }
 
@@ -814,11 +866,9 @@ private:
         result r;
         auto k = reg->second.find(c.key);
         if (k == reg->second.entries.end()) return r;
-        auto o = k->second.find(c.owner);
-        if (o == k->second.end() || !matches(c.pattern, o->second)) return r;
-        if (c.guards && guards_hold(*c.guards, o->second) != std::optional<bool>(true)) return r;
-        erase_entry(reg->first, reg->second, k, o);
-        r.removed = 1;
+        r.removed = erase_entries_of(reg->first, reg->second, k, c.owner, [&c](const json& value) {
+            return matches(c.pattern, value) && (!c.guards || guards_hold(*c.guards, value) == std::optional<bool>(true));
+        });
         return r;
     }
 
@@ -954,7 +1004,8 @@ private:
                 for (std::uint32_t o = 0; o < n_owners; ++o) {
                     pid p = detail::get_pid(r);
                     json value = detail::get_json(r);
-                    check(valid_pid(p) && (!prev_pid || *prev_pid < p) && !life_over(p), "bad registration");
+                    const bool in_order = !prev_pid || *prev_pid < p || (reg->second.mode == keys::duplicate && *prev_pid == p);
+                    check(valid_pid(p) && in_order && !life_over(p), "bad registration");
                     insert_entry(reg->first, reg->second, key, p, value);
                     prev_pid = std::move(p);
                 }

@@ -762,3 +762,130 @@ TEST_CASE("a server's handle_info gets plain sends and monitor messages; cast go
     CHECK(info_server::infos[0] == "a plain send");
     CHECK(info_server::infos[1]["down"]["reason"] == "gone");
 }
+
+// #14.9: the replica's queues are bounded. At the limit everything is done; one past is
+// answered `overloaded` at once, and nothing of it is done.
+TEST_CASE("past a replica queue's limit: overloaded at once and nothing done; at the limit all done") {
+    registry_cluster c(7, 3, [](registry::replica_options& o) {
+        o.max_pending_writes = 4;
+        o.max_pending_reads = 2;
+        o.max_pending_calls = 1;
+    });
+    REQUIRE(c.settle());
+    const std::size_t f = follower_of(c);  // its writes are forwarded: they wait longer
+    auto reg = c.registry(c.at(f), "reg", keys::unique);
+    const pid p = c.at(f).rep->spawn_process({}, {}, [](const json& req, auto reply) { reply(req); });
+    auto warm = await<pid>(c, [&](auto cb) { reg.async_register("warm-up", json(0), cb); });  // the registry exists
+    REQUIRE(warm);
+    REQUIRE(!std::get<0>(*warm));
+    std::vector<std::optional<std::error_code>> wrote(5), read(3), called(2);
+    for (std::size_t i = 0; i < wrote.size(); ++i)
+        reg.as(p).async_register("k" + std::to_string(i), json(i), [&, i](std::error_code ec, pid) { wrote[i] = ec; });
+    for (std::size_t i = 0; i < read.size(); ++i)
+        reg.async_lookup("k0", [&, i](std::error_code ec, entries) { read[i] = ec; });
+    for (std::size_t i = 0; i < called.size(); ++i)
+        c.at(f).rep->call(p, json(i), std::chrono::seconds(1), [&, i](std::error_code ec, json) { called[i] = ec; });
+    REQUIRE(c.run_until([&] {
+        for (auto* v : {&wrote, &read, &called})
+            for (auto& e : *v)
+                if (!e) return false;
+        return true;
+    }, 3'000'000));
+    // Writes: never more than the limit in flight (the replica's own writes count too); each
+    // refused one is overloaded and left nothing, each accepted one is on every node.
+    std::size_t accepted = 0, refused = 0;
+    for (auto& e : wrote) {
+        if (!*e) ++accepted;
+        else if (*e == errc::overloaded) ++refused;
+    }
+    CHECK(accepted + refused == wrote.size());
+    CHECK(accepted <= 4);
+    CHECK(refused >= 1);
+    for (std::size_t i = 0; i < 2; ++i) CHECK_MESSAGE(!*read[i], "read " << i);
+    CHECK(*read[2] == errc::overloaded);
+    CHECK(!*called[0]);
+    CHECK(*called[1] == errc::overloaded);
+    for (auto& m : c.members()) {
+        for (std::size_t i = 0; i < wrote.size(); ++i) {
+            auto out = await<entries>(c, [&](auto cb) { c.registry(m, "reg", keys::unique).async_lookup("k" + std::to_string(i), cb); });
+            REQUIRE(out);
+            CHECK_MESSAGE(std::get<1>(*out).size() == (*wrote[i] ? 0u : 1u), "k" << i << " on " << m.name);
+        }
+    }
+}
+
+// #15: {:via, Registry, {reg, key, value}} stores the value with the name.
+TEST_CASE(":via carries a value: register_name and start_named store it, every node reads it") {
+    fixture f;
+    const pid p = f.rep(1).spawn_process({}, {});
+    auto r = await<pid>(f.c, [&](auto cb) { f.reg[1].as(p).async_register_name("named", json{{"role", "db"}}, cb); });
+    REQUIRE(r);
+    CHECK(!std::get<0>(*r));
+    auto started = await<pid>(f.c, [&](auto cb) {
+        registry::start_named<user_server>(f.reg[2], "served", json{{"name", "?"}}, json("v1"), cb);
+    });
+    REQUIRE(started);
+    REQUIRE(!std::get<0>(*started));
+    for (std::size_t i = 0; i < 3; ++i) {
+        CHECK(f.lookup(f.reg[i], "named") == entries{{p, json{{"role", "db"}}}});
+        CHECK(f.lookup(f.reg[i], "served") == entries{{std::get<1>(*started), json("v1")}});
+    }
+}
+
+// #15, Elixir's duplicate_test.exs cluster-wide: registering again adds an entry; every node
+// reads both; keys/values list each; unregister from a follower removes all of the process's.
+TEST_CASE("duplicate: a process registered twice under a key from a follower holds two entries on every node") {
+    fixture f(keys::duplicate, 3, 11, "Dup");
+    const std::size_t fol = follower_of(f.c);
+    const pid p = f.rep(fol).spawn_process({}, {});
+    REQUIRE(!f.register_(f.reg[fol].as(p), "hello", json("a")));
+    REQUIRE(!f.register_(f.reg[fol].as(p), "hello", json("b")));
+    REQUIRE(!f.register_(f.reg[fol].as(p), "world", json("c")));
+    for (std::size_t i = 0; i < 3; ++i) {
+        CHECK(f.lookup(f.reg[i], "hello") == entries{{p, json("a")}, {p, json("b")}});
+        CHECK(f.count(f.reg[i]) == 3);
+        auto keys_of = await<std::vector<std::string>>(f.c, [&](auto cb) { f.reg[i].async_keys(p, cb); });
+        REQUIRE(keys_of);
+        CHECK(std::get<1>(*keys_of) == std::vector<std::string>{"hello", "hello", "world"});
+        auto values = await<std::vector<json>>(f.c, [&](auto cb) { f.reg[i].async_values("hello", p, cb); });
+        REQUIRE(values);
+        CHECK(std::get<1>(*values) == std::vector<json>{json("a"), json("b")});
+    }
+    // An idempotent put (HTTP's PUT) leaves one entry.
+    auto put = await<pid>(f.c, [&](auto cb) { f.reg[fol].as(p).async_put("world", json("d"), cb); });
+    REQUIRE(put);
+    CHECK(!std::get<0>(*put));
+    CHECK(f.lookup(f.reg[0], "world") == entries{{p, json("d")}});
+    CHECK(!f.unregister(f.reg[fol].as(p), "hello"));
+    for (std::size_t i = 0; i < 3; ++i) CHECK(f.lookup(f.reg[i], "hello").empty());
+    CHECK(f.count(f.reg[0]) == 1);
+}
+
+// #15: on the node that made a write, its listeners have run when the write completes (as
+// Elixir's register returns after the registry changed) and a local read sees it, even when
+// the leader answers before this follower has applied the entry.
+TEST_CASE("a write completes on a follower only once the follower applied it: listeners first, local reads see it") {
+    fixture f;
+    REQUIRE(!f.register_(f.reg[0], "warm-up", json(0)));  // the registry exists
+    const std::size_t fol = follower_of(f.c);
+    const auto fol_id = f.c.at(fol).id;
+    std::vector<std::string> seen;
+    f.reg[fol].listen([&](const registry::event& e) { seen.push_back(e.key); });
+    // The follower hears of new entries and commits 300 ms late; answers to it are on time.
+    f.c.sim().set_send_filter([&](const raft::message& m) -> std::optional<std::vector<sim::time_us>> {
+        if (m.to != fol_id || (m.type != raft::message_type::append && m.type != raft::message_type::heartbeat))
+            return std::nullopt;
+        return std::vector<sim::time_us>{300'000};
+    });
+    bool done = false, listened = false, read_locally = false;
+    f.reg[fol].async_register("k", json(1), [&](std::error_code ec, pid) {
+        done = true;
+        CHECK(!ec);
+        listened = std::find(seen.begin(), seen.end(), "k") != seen.end();
+        read_locally = !f.rep(fol).state().lookup("MyApp.Registry", "k").empty();
+    });
+    REQUIRE(f.c.run_until([&] { return done; }, 3'000'000));
+    CHECK(listened);
+    CHECK(read_locally);
+    f.c.sim().set_send_filter({});
+}

@@ -72,6 +72,7 @@ std::vector<registry::command> every_command() {
         registry::put_meta{"R", "meta", json{{"x", nullptr}}},
         registry::delete_meta{"R", "meta"},
         registry::process_down{P("n9", 7, 8)},
+        registry::put_entry{"R", "k", P("n1", 2, 3), json::array({1, "x"})},
         registry::node_down{"n2", 5},
         registry::node_up{"n2", 6},
         registry::create_registry{"R", keys::unique},
@@ -148,7 +149,7 @@ TEST_CASE("count, key_count, pid_count, keys_of in both modes") {
     CHECK(h.sm.registry_names() == std::vector<std::string>{"D", "U"});
 }
 
-TEST_CASE("duplicate: many pids under one key, one entry per (key, pid)") {
+TEST_CASE("duplicate: many pids under one key, sorted by pid") {
     harness h;
     h.create("D", keys::duplicate);
     for (std::uint64_t i = 0; i < 200; ++i)
@@ -158,14 +159,74 @@ TEST_CASE("duplicate: many pids under one key, one entry per (key, pid)") {
     CHECK(std::is_sorted(all.begin(), all.end(), [](auto& x, auto& y) { return x.first < y.first; }));
     CHECK(h.sm.count("D") == 200);
     CHECK(h.sm.pid_count("D") == 200);
-    // Registering again replaces the value (documented choice), no second entry.
-    CHECK(h.reg("D", "topic", P("n0", 1, 0), json("new")) == result{});
-    CHECK(h.sm.count("D") == 200);
-    CHECK(h.sm.values("D", "topic", P("n0", 1, 0)) == std::vector<json>{json("new")});
     CHECK(h.unreg("D", "topic", P("n9", 1, 0)).code == errc::not_registered);
     CHECK(h.unreg("D", "topic", P("n0", 1, 0)) == removed(1));
     CHECK(h.sm.count("D") == 199);
     CHECK(h.sm.count_match("D", "topic", json("_"), json::array({json::array({"<", "", 10})})) == 9);
+    h.sm.check_invariants();
+}
+
+// #15, Elixir's duplicate_test.exs: a process registering the same key again gets another
+// entry; every read sees each entry; unregister removes all of the process's entries under
+// the key, unregister_match the matching ones; a put keeps one.
+TEST_CASE("duplicate: the same process registered twice under a key holds two entries") {
+    harness h;
+    h.create("D", keys::duplicate);
+    const pid a = P("n1", 1, 1), b = P("n1", 1, 2);
+    std::vector<registry::event> events;
+    h.sm.set_listener([&](const registry::event& e) { events.push_back(e); });
+    CHECK(h.reg("D", "hello", a, json("a1")) == result{});
+    CHECK(h.reg("D", "hello", a, json("a2")) == result{});
+    CHECK(h.reg("D", "hello", b, json("b1")) == result{});
+    CHECK(h.reg("D", "world", a, json("a3")) == result{});
+    CHECK(events.size() == 4);
+    CHECK(h.sm.count("D") == 4);
+    CHECK(h.sm.lookup("D", "hello") ==
+          std::vector<std::pair<pid, json>>{{a, json("a1")}, {a, json("a2")}, {b, json("b1")}});
+    CHECK(h.sm.keys_of("D", a) == std::vector<std::string>{"hello", "hello", "world"});
+    CHECK(h.sm.values("D", "hello", a) == std::vector<json>{json("a1"), json("a2")});
+    CHECK(h.sm.count_match("D", "hello", json("a2")) == 1);
+    CHECK(h.sm.select("D", json{{"key", "hello"}}, std::nullopt).size() == 3);
+    h.sm.check_invariants();
+    // The snapshot keeps both entries, in their order, and restores to the same bytes.
+    {
+        state_machine copy;
+        copy.restore(h.sm.snapshot());
+        copy.check_invariants();
+        CHECK(copy.snapshot() == h.sm.snapshot());
+        CHECK(copy.values("D", "hello", a) == std::vector<json>{json("a1"), json("a2")});
+    }
+    // unregister_match removes only the matching entries of the process.
+    CHECK(h.run(registry::unregister_match{"D", "hello", a, json("a2"), std::nullopt}) == removed(1));
+    CHECK(h.sm.values("D", "hello", a) == std::vector<json>{json("a1")});
+    CHECK(h.reg("D", "hello", a, json("a4")) == result{});
+    // unregister removes every entry of the process under the key, and only under it.
+    CHECK(h.unreg("D", "hello", a) == removed(2));
+    CHECK(h.sm.lookup("D", "hello") == std::vector<std::pair<pid, json>>{{b, json("b1")}});
+    CHECK(h.sm.keys_of("D", a) == std::vector<std::string>{"world"});
+    // A put keeps one entry with the new value: idempotent, whatever the process held.
+    CHECK(h.reg("D", "hello", a, json("a5")) == result{});
+    CHECK(h.reg("D", "hello", a, json("a6")) == result{});
+    CHECK(h.run(registry::put_entry{"D", "hello", a, json("p")}) == removed(1));
+    CHECK(h.run(registry::put_entry{"D", "hello", a, json("p")}) == removed(0));
+    CHECK(h.run(registry::put_entry{"D", "fresh", a, json("q")}) == removed(0));
+    CHECK(h.sm.values("D", "hello", a) == std::vector<json>{json("p")});
+    CHECK(h.sm.values("D", "fresh", a) == std::vector<json>{json("q")});
+    // The process's exit removes all of its entries.
+    h.reg("D", "world", a, json("a7"));
+    CHECK(h.run(registry::process_down{a}) == removed(4));
+    CHECK(h.sm.count("D") == 1);
+    CHECK(h.sm.registrations_of("n1", 1) == 1);
+    h.sm.check_invariants();
+}
+
+TEST_CASE("put_entry in a unique registry is a registration: taken keys stay taken") {
+    harness h;
+    h.create("U", keys::unique);
+    const pid a = P("n1", 1, 1), b = P("n1", 1, 2);
+    CHECK(h.run(registry::put_entry{"U", "k", a, json(1)}) == result{});
+    CHECK(h.run(registry::put_entry{"U", "k", b, json(2)}).code == errc::already_registered);
+    CHECK(h.sm.lookup("U", "k") == std::vector<std::pair<pid, json>>{{a, json(1)}});
     h.sm.check_invariants();
 }
 
@@ -217,9 +278,25 @@ TEST_CASE("patterns and guards") {
     CHECK(!matches(json{{"role", "_"}}, json::array({1})));
     CHECK(matches(json::array({1, "_"}), json::array({1, json{{"x", 2}}})));
     CHECK(!matches(json::array({1, "_"}), json::array({1, 2, 3})));
-    CHECK(matches(json(1), json(1.0)));
     CHECK(!matches(json("a"), json("b")));
     CHECK(matches(json::object(), json{{"a", 1}}));
+    // Strict, as Elixir's `=`: an integer never matches a float, at any depth.
+    CHECK(!matches(json(1), json(1.0)));
+    CHECK(!matches(json(1.0), json(1)));
+    CHECK(matches(json(1.0), json(1.0)));
+    CHECK(matches(json(-3), json(-3)));
+    CHECK(matches(json(3u), json(3)));  // (unsigned and signed integers are both integers)
+    CHECK(!matches(json::array({1.0, "_"}), json::array({1, 2})));
+    CHECK(!matches(json{{"n", 1}}, json{{"n", 1.0}}));
+    CHECK(!matches(json::array({json{{"n", 1}}}), json::array({json{{"n", 1.0}}})));
+    // Guards: "==" by value, "===" strictly.
+    CHECK(guards_hold(json::array({json::array({"==", "/n", 1.0})}), json{{"n", 1}}) == true);
+    CHECK(guards_hold(json::array({json::array({"===", "/n", 1.0})}), json{{"n", 1}}) == false);
+    CHECK(guards_hold(json::array({json::array({"===", "/n", 1})}), json{{"n", 1}}) == true);
+    CHECK(guards_hold(json::array({json::array({"!==", "/n", 1.0})}), json{{"n", 1}}) == true);
+    CHECK(guards_hold(json::array({json::array({"!=", "/n", 1.0})}), json{{"n", 1}}) == false);
+    CHECK(guards_hold(json::array({json::array({"===", "", json::array({1, 2})})}), json::array({1, 2.0})) == false);
+    CHECK(guards_hold(json::array({json::array({"!==", "/missing", 1})}), json{{"n", 1}}) == false);
 
     CHECK(guards_hold(json::array({json::array({">", "/n", 3})}), json{{"n", 5}}) == true);
     CHECK(guards_hold(json::array({json::array({"==", "", "x"}), json::array({"!=", "/a", 1})}), json("x")) == false);
@@ -245,6 +322,7 @@ TEST_CASE("patterns and guards") {
     CHECK(h.run(registry::unregister_match{"D", "k", P("n1", 1, 2), json("_"), std::nullopt}) == removed(0));
     CHECK(h.run(registry::unregister_match{"X", "k", a, json("_"), std::nullopt}).code == errc::unknown_registry);
     CHECK(h.sm.count("D") == 1);
+    CHECK(h.run(registry::unregister_match{"D", "k", a, json{{"n", 5.0}}, std::nullopt}) == removed(0));  // strict
     CHECK(h.run(registry::unregister_match{"D", "k", a, json{{"n", "_"}}, from5}) == removed(1));
     CHECK(h.sm.count("D") == 0);
     CHECK(h.run(registry::unregister_match{"D", "k", a, json("_"), std::nullopt}) == removed(0));
