@@ -344,17 +344,21 @@ inline void put_command(writer& w, const command& c) {
         c);
 }
 
+/// register_key and put_entry: the same fields.
+template <class T>
+T get_registration(reader& r) {
+    T x;
+    x.registry = r.bytes();
+    x.key = r.bytes();
+    x.owner = get_pid(r);
+    x.value = get_json(r);
+    return x;
+}
+
 // Fields are read in wire order, one statement each.
 inline command get_command(reader& r) {
     switch (r.u8()) {
-        case 0: {
-            register_key x;
-            x.registry = r.bytes();
-            x.key = r.bytes();
-            x.owner = get_pid(r);
-            x.value = get_json(r);
-            return x;
-        }
+        case 0: return get_registration<register_key>(r);
         case 1: {
             unregister x;
             x.registry = r.bytes();
@@ -415,14 +419,7 @@ inline command get_command(reader& r) {
             return x;
         }
         case 10: return open_session{};
-        case 11: {
-            put_entry x;
-            x.registry = r.bytes();
-            x.key = r.bytes();
-            x.owner = get_pid(r);
-            x.value = get_json(r);
-            return x;
-        }
+        case 11: return get_registration<put_entry>(r);
         default: r.fail(); return {};
     }
 }

@@ -132,15 +132,7 @@ public:
     /// In a duplicate registry each call adds an entry, even for the same owner and key.
     template <class Token>
     auto async_register(std::string key, json value, Token&& token) {
-        return run<pid>(std::forward<Token>(token), [self = *this, key = std::move(key),
-                                                     value = std::move(value)](auto done) mutable {
-            if (auto ec = check_key(key)) return done(ec, pid{});
-            const pid owner = self.owner();
-            self.write(register_key{self.name_, key, owner, value}, [done, owner](std::error_code ec, result r) {
-                if (!ec) ec = r.code;
-                done(ec, ec == errc::already_registered && r.owner ? *r.owner : owner);
-            });
-        });
+        return add<register_key>(std::move(key), std::move(value), std::forward<Token>(token));
     }
 
     /// Sets the owner's entry under `key` to `value`, idempotently: as async_register, except
@@ -148,15 +140,7 @@ public:
     /// entry, with this value (HTTP's PUT).
     template <class Token>
     auto async_put(std::string key, json value, Token&& token) {
-        return run<pid>(std::forward<Token>(token), [self = *this, key = std::move(key),
-                                                     value = std::move(value)](auto done) mutable {
-            if (auto ec = check_key(key)) return done(ec, pid{});
-            const pid owner = self.owner();
-            self.write(put_entry{self.name_, key, owner, value}, [done, owner](std::error_code ec, result r) {
-                if (!ec) ec = r.code;
-                done(ec, ec == errc::already_registered && r.owner ? *r.owner : owner);
-            });
-        });
+        return add<put_entry>(std::move(key), std::move(value), std::forward<Token>(token));
     }
 
     /// Removes the owner's registrations under `key`, every one (Elixir's unregister/2). Where Elixir
@@ -402,6 +386,21 @@ private:
                 r->net().post([start = std::move(start), done]() mutable { start(done); });
             },
             token, r_, std::move(start));
+    }
+
+    /// A registration command (register_key or put_entry) for the owner: completes with the
+    /// owner's pid, or already_registered with the current owner's.
+    template <class Command, class Token>
+    auto add(std::string key, json value, Token&& token) {
+        return run<pid>(std::forward<Token>(token), [self = *this, key = std::move(key),
+                                                     value = std::move(value)](auto done) mutable {
+            if (auto ec = check_key(key)) return done(ec, pid{});
+            const pid owner = self.owner();
+            self.write(Command{self.name_, key, owner, value}, [done, owner](std::error_code ec, result r) {
+                if (!ec) ec = r.code;
+                done(ec, ec == errc::already_registered && r.owner ? *r.owner : owner);
+            });
+        });
     }
 
     /// Completes at once with `ec` (and default values).
