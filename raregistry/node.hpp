@@ -83,6 +83,10 @@ struct node_config {
     std::chrono::milliseconds node_down_after{5000};       ///< silence before a node's names are freed
     std::chrono::milliseconds fence_after{2000};           ///< cut off this long: stop unique-name processes
     std::chrono::milliseconds op_timeout{5000};            ///< default deadline of API operations
+    /// Connections on the peer port at once (handshaking or established); more are closed as
+    /// they arrive. raregistryd keeps it, like the HTTP cap, below a quarter of its file
+    /// descriptors.
+    std::size_t max_peer_connections = 256;
     std::function<void(const std::string&)> log;           ///< significant events; default: stderr with time
 };
 
@@ -146,6 +150,7 @@ public:
             t.seeds.push_back({name, hp.first, hp.second});
         }
         t.insecure = cfg_.insecure;
+        t.max_connections = cfg_.max_peer_connections;
         if (!cfg_.insecure)
             t.tls = transport::tls_files{cfg_.tls_dir + "/ca.pem", cfg_.tls_dir + "/" + cfg_.id + ".pem",
                                          cfg_.tls_dir + "/" + cfg_.id + ".key"};

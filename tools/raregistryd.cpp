@@ -191,6 +191,9 @@ int main(int argc, char** argv) {
     std::setvbuf(stderr, nullptr, _IOLBF, 0);
     try {
         const std::uint64_t fds = raise_fd_limit();
+        // Each port's connections stay below a quarter of the descriptors: the rest is the
+        // reserve of the WAL, snapshots and the other port, so no flood makes a disk write fail.
+        cfg.max_peer_connections = static_cast<std::size_t>(std::min<std::uint64_t>(cfg.max_peer_connections, fds / 4));
         boost::asio::io_context io;
         rr::tcp_node node(io, cfg);
         std::optional<rr::debug::http_server> http;
@@ -203,8 +206,6 @@ int main(int argc, char** argv) {
             ho.port = hp.second;
             ho.token = cfg.token;
             ho.bodies_need_token = true;
-            // Connections stay well below the descriptor limit, with a reserve for the WAL,
-            // snapshots and peers: a flood can never make a disk write fail.
             ho.max_connections = static_cast<std::size_t>(std::min<std::uint64_t>(ho.max_connections, fds / 4));
             http.emplace(io, ho, rr::debug::routes(node));
             http->bind();

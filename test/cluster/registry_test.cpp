@@ -575,24 +575,28 @@ TEST_CASE("raregistryd: hostile HTTP requests get a clear error and the node kee
 
 // #14.6: a connection flood stops at a cap below the descriptor limit; the node, its Raft
 // and its disk keep working (the next election used to die on "Too many open files").
-TEST_CASE("raregistryd: an HTTP connection flood is capped below the fd limit; the node keeps its quorum and disk") {
-    cluster c("flood", {"n1", "n2", "n3"}, {}, "ulimit -n 256;");  // cap: 256 / 4 = 64 connections
+TEST_CASE("raregistryd: HTTP and peer connection floods are capped below the fd limit; the node keeps its quorum and disk") {
+    cluster c("flood", {"n1", "n2", "n3"}, {}, "ulimit -n 256;");  // caps: 256 / 4 = 64 connections per port
     for (int i = 0; i < 3; ++i) REQUIRE_MESSAGE(wait_for([&] { return c.healthy(i); }), c.logs());
     const auto owners = register_some(c, 3);
     boost::asio::io_context io;
     std::vector<std::unique_ptr<boost::asio::ip::tcp::socket>> held;
     int refused = 0;
-    for (int k = 0; k < 300; ++k) {
-        auto s = std::make_unique<boost::asio::ip::tcp::socket>(io);
-        boost::system::error_code ec;
-        s->connect({boost::asio::ip::make_address("127.0.0.1"), c.http_port(0)}, ec);
-        if (ec) {
-            ++refused;
-            continue;
+    // 300 connections to each port of n1: together past its descriptors.
+    for (std::uint16_t port : {c.http_port(0), c.raft_ports[0]}) {
+        for (int k = 0; k < 300; ++k) {
+            auto s = std::make_unique<boost::asio::ip::tcp::socket>(io);
+            boost::system::error_code ec;
+            s->connect({boost::asio::ip::make_address("127.0.0.1"), port}, ec);
+            if (ec) {
+                ++refused;
+                continue;
+            }
+            held.push_back(std::move(s));
         }
-        held.push_back(std::move(s));
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    CHECK(c.logs().find("refusing connections: 64 are open") != std::string::npos);  // the peer port's cap
     // Past the cap, a new client is told at once.
     CHECK(c.get(0, "/v1/health").status == 503);
     // Meanwhile Raft runs: a leader change on that node needs descriptors too.
@@ -602,5 +606,5 @@ TEST_CASE("raregistryd: an HTTP connection flood is capped below the fd limit; t
     CHECK(wait_for([&] { return c.healthy(0); }, std::chrono::seconds(10)));
     expect_intact(c, owners);
     CHECK(c.logs().find("Too many open files") == std::string::npos);
-    MESSAGE("held " << 300 - refused << " connections");
+    MESSAGE("held " << 600 - refused << " connections");
 }

@@ -17,6 +17,7 @@
 #include <fstream>
 #include <thread>
 
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -349,6 +350,14 @@ struct raw_peer {
     }
 };
 
+/// Runs `io` until `pred` holds (false after `limit`).
+template <class Pred>
+bool run_io_until(asio::io_context& io, Pred pred, std::chrono::milliseconds limit = std::chrono::milliseconds(5000)) {
+    const auto end = std::chrono::steady_clock::now() + limit;
+    while (!pred() && std::chrono::steady_clock::now() < end) io.run_for(std::chrono::milliseconds(5));
+    return pred();
+}
+
 std::string hello_frame(const std::string& name, const std::string& cluster_id = "test") {
     std::string out;
     wire::append_frame(out, wire::frame_kind::hello, [&](std::string& o) { wire::encode_hello({cluster_id, name}, o); });
@@ -433,4 +442,54 @@ TEST_CASE("a guest stalling in the middle of a frame is let go at its idle deadl
     CHECK(c.run_until([&] { return g2.poll(); }, std::chrono::milliseconds(2000)));
     CHECK(c.logged("frame"));
     CHECK(c.commit(10));
+}
+
+// #14.6: out of file descriptors, accept() fails while the connection waits in the backlog;
+// a loop that retried at once would spin a core. It backs off, and accepts again once
+// descriptors are free.
+TEST_CASE("out of descriptors, the peer accept loop backs off instead of spinning, and recovers") {
+    asio::io_context io;
+    transport::tcp_options t;
+    t.name = "n1";
+    t.cluster_id = "test";
+    t.listen_port = free_port();
+    t.insecure = true;
+    std::vector<std::string> lines;
+    t.log = [&](const std::string& line) { lines.push_back(line); };
+    transport::asio_tcp net(io, t);
+    net.start();
+    io.run_for(std::chrono::milliseconds(50));
+    rlimit old{};
+    REQUIRE(::getrlimit(RLIMIT_NOFILE, &old) == 0);
+    const auto open_fds = static_cast<rlim_t>(std::distance(fs::directory_iterator("/proc/self/fd"), fs::directory_iterator{}));
+    rlimit low = old;
+    low.rlim_cur = open_fds + 40;
+    REQUIRE(::setrlimit(RLIMIT_NOFILE, &low) == 0);
+    // Connect until this process has no descriptor left: the node cannot accept them.
+    asio::io_context client_io;
+    std::vector<std::unique_ptr<asio::ip::tcp::socket>> clients;
+    for (int k = 0; k < 100; ++k) {
+        auto s = std::make_unique<asio::ip::tcp::socket>(client_io);
+        boost::system::error_code ec;
+        s->connect({asio::ip::make_address("127.0.0.1"), t.listen_port}, ec);
+        if (ec) break;
+        clients.push_back(std::move(s));
+    }
+    REQUIRE(clients.size() >= 10);
+    rusage before{}, after{};
+    ::getrusage(RUSAGE_SELF, &before);
+    io.run_for(std::chrono::seconds(1));
+    ::getrusage(RUSAGE_SELF, &after);
+    auto cpu_us = [](const rusage& r) {
+        return (r.ru_utime.tv_sec + r.ru_stime.tv_sec) * 1'000'000ll + r.ru_utime.tv_usec + r.ru_stime.tv_usec;
+    };
+    const long long used = cpu_us(after) - cpu_us(before);
+    REQUIRE(::setrlimit(RLIMIT_NOFILE, &old) == 0);
+    CHECK_MESSAGE(used < 150'000, "the accept loop used " << used << " us of CPU in 1 s");
+    // Descriptors again: the waiting connections are accepted and greeted.
+    raw_peer later(t.listen_port);
+    CHECK(run_io_until(io, [&] { later.poll(); return !later.got.empty(); }));
+    clients.clear();
+    net.stop();
+    io.run_for(std::chrono::milliseconds(50));
 }

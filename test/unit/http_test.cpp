@@ -7,6 +7,9 @@
 #include <raregistry/debug/http.hpp>
 
 #include <poll.h>
+#include <sys/resource.h>
+
+#include <filesystem>
 
 #include <thread>
 
@@ -479,6 +482,47 @@ TEST_CASE("bodies need the token: checked on the headers before the body; a wron
     CHECK(r.status == 200);
     CHECK(r.body_json()["body"] == "{}");
     CHECK(fetch(f.server.port(), "/echo/no-body-no-token").status == 200);  // reads need no token
+}
+
+// #14.6: out of file descriptors, accept() fails while the connection waits in the backlog;
+// the accept loop pauses instead of spinning, and serves again once descriptors are free.
+TEST_CASE("out of descriptors, the HTTP accept loop backs off instead of spinning, and recovers") {
+    server_fixture f;
+    rlimit old{};
+    REQUIRE(::getrlimit(RLIMIT_NOFILE, &old) == 0);
+    const auto open_fds = static_cast<rlim_t>(
+        std::distance(std::filesystem::directory_iterator("/proc/self/fd"), std::filesystem::directory_iterator{}));
+    // An odd number of descriptors left: when the clients have taken the last one, at least
+    // one of their connections waits in the backlog for an accept() that cannot succeed.
+    rlimit low = old;
+    low.rlim_cur = open_fds + 41;
+    REQUIRE(::setrlimit(RLIMIT_NOFILE, &low) == 0);
+    std::vector<std::unique_ptr<client>> clients;
+    for (int k = 0; k < 100; ++k) {
+        try {
+            clients.push_back(std::make_unique<client>(f.server.port()));
+        } catch (const std::exception&) {
+            break;  // no descriptor left in this process
+        }
+    }
+    rusage before{}, after{};
+    ::getrusage(RUSAGE_SELF, &before);
+    std::this_thread::sleep_for(std::chrono::seconds(1));
+    ::getrusage(RUSAGE_SELF, &after);
+    auto cpu_us = [](const rusage& r) {
+        return (r.ru_utime.tv_sec + r.ru_stime.tv_sec) * 1'000'000ll + r.ru_utime.tv_usec + r.ru_stime.tv_usec;
+    };
+    const long long used = cpu_us(after) - cpu_us(before);
+    REQUIRE(::setrlimit(RLIMIT_NOFILE, &old) == 0);
+    CHECK(clients.size() >= 10);
+    CHECK_MESSAGE(used < 150'000, "the accept loop used " << used << " us of CPU in 1 s");
+    clients.clear();
+    reply r;
+    for (int attempt = 0; attempt < 100 && r.status != 200; ++attempt) {
+        r = fetch(f.server.port(), "/echo/after");
+        if (r.status != 200) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    CHECK(r.status == 200);
 }
 
 TEST_CASE("constant_time_equal: equal only for the same bytes and length") {
