@@ -759,6 +759,7 @@ private:
 
     void outcome(const std::shared_ptr<write_op>& op, std::uint32_t n, std::error_code ec, result r) {
         if (op->done || stopped_ || n < op->phase_from) return;  // an answer to an earlier phase
+        if (op->answered) return;  // applied by the leader: a late answer to another try changes nothing
         if (op->opening) {
             if (!ec && r.code == errc::ok) return opened(op);
             if (ec == errc::shutting_down) return finish(*op, ec, {});

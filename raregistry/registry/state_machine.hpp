@@ -832,7 +832,7 @@ private:
             // A duplicate registry: register adds one more entry beside the owner's earlier
             // ones (Elixir's register/3); put keeps one, the first, with the new value.
             if (keep_one && k->second.contains(owner)) {
-                auto first = k->second.find(owner);
+                auto first = k->second.lower_bound(owner);  // its first entry (find() may return any)
                 result r;
                 r.removed = erase_entries_of(reg->first, data, k, owner, [&](const json& v) { return &v != &first->second; });
                 first->second = value;
@@ -880,8 +880,8 @@ private:
         if (reg == registries_.end()) return refused(errc::unknown_registry);
         auto k = reg->second.find(c.key);
         if (k == reg->second.entries.end()) return refused(errc::not_registered);
-        auto o = k->second.find(c.owner);
-        if (o == k->second.end())
+        auto o = k->second.lower_bound(c.owner);  // the owner's first entry, if it has one
+        if (o == k->second.end() || o->first != c.owner)
             return refused(reg->second.mode == keys::unique ? errc::not_owner : errc::not_registered);
         if (o->second != c.expected) {
             result r;

@@ -889,3 +889,51 @@ TEST_CASE("a write completes on a follower only once the follower applied it: li
     CHECK(read_locally);
     f.c.sim().set_send_filter({});
 }
+
+// Found in review: once the leader's answer to a forwarded write is known (the follower only
+// waits to apply it), a late refusal of an earlier try must not end the write as refused —
+// it was applied, and a client retrying a "refused" write would register twice.
+TEST_CASE("a late refusal of an earlier try cannot turn a forwarded write the leader applied into a failure") {
+    fixture f;
+    REQUIRE(!f.register_(f.reg[0], "warm-up", json(0)));
+    const std::size_t fol = follower_of(f.c), li = leader_index(f.c);
+    const auto fol_id = f.c.at(fol).id, leader_id = f.c.at(li).id;
+    std::optional<std::pair<std::uint64_t, std::uint32_t>> first_try;  // (op, attempt) of the lost forward
+    f.c.sim().set_send_filter([&](const raft::message& m) -> std::optional<std::vector<sim::time_us>> {
+        if (m.from == fol_id && m.type == raft::message_type::app &&
+            m.context == static_cast<std::uint64_t>(registry::app_kind::forward) && !first_try) {
+            wire::detail::reader r(m.chunk);
+            const std::uint64_t id = r.u64();
+            first_try = std::pair{id, r.u32()};
+            return std::vector<sim::time_us>{};  // lost: the follower tries again
+        }
+        if (m.to == fol_id && (m.type == raft::message_type::append || m.type == raft::message_type::heartbeat))
+            return std::vector<sim::time_us>{150'000};  // the follower applies late (yet does not fence)
+        return std::nullopt;
+    });
+    bool done = false;
+    std::error_code got;
+    f.reg[fol].async_register("late", json(1), [&](std::error_code ec, pid) {
+        done = true;
+        got = ec;
+    });
+    REQUIRE(f.c.run_until([&] { return !f.rep(li).state().lookup("MyApp.Registry", "late").empty(); }, 3'000'000));
+    REQUIRE(first_try);
+    f.c.sim().run_for(20'000);  // the leader's answer to the second try is in
+    REQUIRE(!done);             // the follower waits to apply it
+    raft::message stale;        // the leader refusing the first try, late
+    stale.type = raft::message_type::app;
+    stale.from = leader_id;
+    stale.to = fol_id;
+    stale.term = f.rep(li).core().term();
+    stale.context = static_cast<std::uint64_t>(registry::app_kind::forward_reply);
+    wire::detail::writer w(stale.chunk);
+    w.u64(first_try->first);
+    w.u32(first_try->second);
+    w.u32(static_cast<std::uint32_t>(errc::overloaded));
+    f.c.at(li).net->send(stale);
+    REQUIRE(f.c.run_until([&] { return done; }, 3'000'000));
+    CHECK(!got);
+    CHECK(f.lookup(f.reg[fol], "late").size() == 1);
+    f.c.sim().set_send_filter({});
+}
