@@ -486,6 +486,9 @@ TEST_CASE("bodies need the token: checked on the headers before the body; a wron
 
 // #14.6: out of file descriptors, accept() fails while the connection waits in the backlog;
 // the accept loop pauses instead of spinning, and serves again once descriptors are free.
+// Not under the sanitizers: their runtime opens descriptors of its own (the symbolizer)
+// when a report is due, which this test takes away; the normal build runs it.
+#if !defined(__SANITIZE_ADDRESS__)
 TEST_CASE("out of descriptors, the HTTP accept loop backs off instead of spinning, and recovers") {
     server_fixture f;
     rlimit old{};
@@ -524,6 +527,7 @@ TEST_CASE("out of descriptors, the HTTP accept loop backs off instead of spinnin
     }
     CHECK(r.status == 200);
 }
+#endif
 
 TEST_CASE("constant_time_equal: equal only for the same bytes and length") {
     CHECK(debug::constant_time_equal("Bearer abc", "Bearer abc"));
