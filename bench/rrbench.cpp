@@ -174,7 +174,7 @@ int registry_mode(int argc, char** argv) {
     auto sm = std::make_unique<reg::state_machine>();
     raft::index_t index = 0;
     reg::envelope create;
-    create.cmd = reg::create_registry{"bench", reg::keys::unique};
+    create.cmd = reg::create_registry{"bench", reg::keys::unique, {}, {}};
     sm->apply(entry_of(++index, create));
     // Encode first, so that the apply rate measures applying only.
     double heap_before = heap();

@@ -554,7 +554,7 @@ json api_section(const settings& cfg, json& ratios, json& baseline_out) {
     progress("== C++ API: a node in this process (the leader) + 2 raregistryd (TLS, fsync)");
     rr_cluster rc(cfg, "api", 3, true);
     if (!rc.wait_healthy() || !rc.lead_here()) throw std::runtime_error("API cluster did not come up");
-    auto& reg = rc.node->registry("bench", rr::keys::unique);
+    auto reg = rc.node->registry("bench");
     for (int c : cfg.clients) {
         const std::string run = "a" + std::to_string(c);
         auto key = [run](int client, std::uint64_t n) { return run + "-" + std::to_string(client) + "-" + std::to_string(n); };
@@ -662,7 +662,7 @@ json sizes_section(const settings& cfg) {
         progress("== C++ API on a " + std::to_string(n) + "-node cluster");
         rr_cluster rc(cfg, "size" + std::to_string(n), n, true);
         if (!rc.wait_healthy() || !rc.lead_here()) throw std::runtime_error("cluster did not come up");
-        auto& reg = rc.node->registry("bench", rr::keys::unique);
+        auto reg = rc.node->registry("bench");
         const int c = 64;
         auto s = api_load(rc, c, cfg.warmup, cfg.measure, [&](int client, std::uint64_t i, std::function<void(bool)> done) {
             reg.async_register("s" + std::to_string(client) + "-" + std::to_string(i), json(1),
@@ -697,7 +697,7 @@ json scaling_section(const settings& cfg, json& ratios) {
     // Generous liveness timeouts: the fill saturates both cores, and nothing may be fenced.
     rr_cluster rc(cfg, "scale", 3, true, 4000ms, 3000ms);
     if (!rc.wait_healthy() || !rc.lead_here()) throw std::runtime_error("scaling cluster did not come up");
-    auto& reg = rc.node->registry("bench", rr::keys::unique);
+    auto reg = rc.node->registry("bench");
     const std::uint64_t rss0[2] = {rc.members[1].proc->rss(), rc.members[2].proc->rss()};
     const auto term = [&] { return rc.on_node([&] { return rc.node->replica().core().term(); }); };
     const auto term0 = term();

@@ -8,7 +8,7 @@
 //                          .peers = {{"n1", "127.0.0.1:7001"}, {"n2", "127.0.0.1:7002"}, {"n3", "127.0.0.1:7003"}},
 //                          .data_dir = "/var/lib/myapp/n1", .tls_dir = "/etc/myapp/tls"});
 //   node.start();
-//   auto& reg = node.registry("MyApp.Registry", rr::keys::unique);
+//   auto reg = node.registry("MyApp.Registry");  // created at start (node_config::registries)
 //   reg.async_register("key", json("value"), [](std::error_code ec, rr::registry::pid owner) { ... });
 //   io.run();
 //
@@ -32,6 +32,7 @@
 #include <raregistry/transport/asio_tcp.hpp>
 
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/ip/address.hpp>
 
 #include <charconv>
@@ -208,7 +209,7 @@ public:
         rep_->start();
         members_->start();
         force_->start();
-        for (auto& [name, mode] : cfg_.registries) registry(name, mode);
+        create_configured_registries(0);
         cfg_.log(cfg_.id + ": started, epoch " + std::to_string(epoch_) + ", " +
                  (cfg_.peers.empty() ? "joining through " + std::to_string(cfg_.join.size()) + " seeds"
                                      : std::to_string(cfg_.peers.size()) + " members") +
@@ -230,19 +231,18 @@ public:
     void stop() {
         if (!rep_ || stopped_) return;
         stopped_ = true;
+        if (create_retry_) create_retry_->cancel();
         rep_->stop();
         net_->stop();
         cfg_.log(cfg_.id + ": stopped");
     }
 
-    /// The handle of registry `name` (created through the log on first use).
-    registry_type& registry(const std::string& name, keys mode) {
-        auto it = registries_.find(name);
-        if (it == registries_.end()) it = registries_.emplace(name, registry_type(*rep_, name, mode)).first;
-        return it->second;
+    /// A handle of registry `name`, with the configured operation timeout. The registry must
+    /// have been created (node_config::registries, or registry_handle::async_create):
+    /// operations on any other name answer unknown_registry.
+    registry_type registry(const std::string& name) {
+        return registry_type(*rep_, name).with(registry::op_options{.timeout = cfg_.op_timeout});
     }
-    /// The registries this node has handles for (configured or used).
-    const std::map<std::string, registry_type>& registries() const noexcept { return registries_; }
 
     replica_type& replica() { return *rep_; }
     /// Adding and removing members (recovery/membership.hpp).
@@ -266,6 +266,25 @@ public:
     }
 
 private:
+    /// Creates the configured registries, one after the other, each until the cluster has
+    /// it (retried while there is no quorum); a registry that exists with the other mode is
+    /// logged and skipped.
+    void create_configured_registries(std::size_t i) {
+        if (stopped_ || i >= cfg_.registries.size()) return;
+        const auto& [name, mode] = cfg_.registries[i];
+        registry(name).async_create(mode, [this, i, name](std::error_code ec) {
+            if (stopped_) return;
+            if (ec == errc::invalid_argument)
+                cfg_.log(cfg_.id + ": registry " + name + " exists with the other keys mode; not created");
+            if (!ec || ec == errc::invalid_argument) return create_configured_registries(i + 1);
+            if (!create_retry_) create_retry_.emplace(io_);
+            create_retry_->expires_after(cfg_.tick * 10);
+            create_retry_->async_wait([this, i](boost::system::error_code e) {
+                if (!e) create_configured_registries(i);
+            });
+        });
+    }
+
     void validate() const {
         auto bad = [](const std::string& why) { throw std::invalid_argument("node configuration: " + why); };
         if (cfg_.id.empty()) bad("id is empty");
@@ -388,7 +407,7 @@ private:
     std::optional<replica_type> rep_;
     std::optional<recovery::membership<replica_type>> members_;
     std::optional<recovery::force_leader<replica_type>> force_;
-    std::map<std::string, registry_type> registries_;
+    std::optional<boost::asio::steady_timer> create_retry_;
     bool stopped_ = false;
 };
 

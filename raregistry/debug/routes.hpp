@@ -3,13 +3,17 @@
 //
 //   GET    /                                      dashboard page (polls /v1/status)
 //   GET    /v1/status                             id, role, term, leader, commit, applied, members...
-//   GET    /v1/health                             200 when a leader is known, applied == commit and the
-//                                                 node is not fenced (it takes registrations), else 503
+//   GET    /v1/health                             200 when a leader is known, applied == commit, the
+//                                                 node is not fenced (it takes registrations) and its
+//                                                 configured registries exist, else 503
 //   GET    /v1/metrics                            Prometheus text format
 //   GET    /v1/registries/{name}/keys/{key}[?consistency=linearizable|lease|local]
 //                                                 {"entries":[{"pid":"n1.3.7","value":...}]}
 //   GET    /v1/registries/{name}?prefix=P&limit=N {"keys":[...]} (linearizable; limit <= 10000, default 100)
 // With "Authorization: Bearer TOKEN" (and only when the node has a token):
+//   POST   /v1/registries/{name}                  body {"keys":"unique"|"duplicate", "meta":{...}} (meta
+//                                                 optional): creates the registry; 200, 409 if it exists
+//                                                 with the other mode (idempotent otherwise)
 //   PUT    /v1/registries/{name}/keys/{key}       body {"value": ...}: registers under the node's own
 //                                                 process; 200 {"pid":...}, 409 {"error","owner","pid"} if
 //                                                 taken; errors carry the "pid" it acted for. Idempotent:
@@ -29,7 +33,7 @@
 //   POST   /v1/admin/force-leader                 after quorum loss, on a survivor: 200 with the report
 //                                                 (leader, survivors, lost, term, warning); 409 if a
 //                                                 leader or a quorum is alive
-// Registries are those the node was configured with (404 for others). Errors are JSON
+// A registry that was never created is 404 (code unknown_registry). Errors are JSON
 // {"error": "..."} with a 4xx/5xx status.
 //
 // Thread safety: the handler runs on the node's io_context, like the node.
@@ -254,10 +258,6 @@ inline http_handler routes(tcp_node& node) {
         };
         // HEAD is GET without the body (the server drops it).
         if (req.method == "HEAD") req.method = "GET";
-        auto find_registry = [&](const std::string& name) -> tcp_node::registry_type* {
-            auto it = node.registries().find(name);
-            return it == node.registries().end() ? nullptr : &node.registry(name, it->second.mode());
-        };
 
         if (req.method == "GET" && seg.empty())
             return respond(http_response{200, "text/html; charset=utf-8", std::string(dashboard_html()), {}});
@@ -273,16 +273,43 @@ inline http_handler routes(tcp_node& node) {
             const bool leader_known = core.leader() != raft::no_node;
             const bool caught_up = node.replica().raft_node().applied() >= core.log().committed();
             const bool fenced = node.replica().fenced();  // refuses unique registrations until confirmed
-            return respond(http_response::json(leader_known && caught_up && !fenced ? 200 : 503,
-                                               {{"leader_known", leader_known}, {"caught_up", caught_up}, {"fenced", fenced}}));
+            bool registries = true;  // created at start, through the log
+            for (const auto& [name, mode] : node.config().registries)
+                registries = registries && node.replica().state().mode(name) == mode;
+            return respond(http_response::json(leader_known && caught_up && !fenced && registries ? 200 : 503,
+                                               {{"leader_known", leader_known}, {"caught_up", caught_up}, {"fenced", fenced},
+                                                {"registries_created", registries}}));
         }
         if (seg.size() == 2 && seg[1] == "metrics") {
             if (req.method != "GET") return not_allowed("metrics is GET only", "GET, HEAD");
             return respond(http_response{200, "text/plain; version=0.0.4", detail::metrics_text(node), {}});
         }
         if (seg[1] == "registries" && seg.size() >= 3) {
-            auto* reg = find_registry(seg[2]);
-            if (!reg) return fail(404, "no registry named \"" + seg[2] + "\" on this node");
+            if (seg[2].empty() || seg[2].size() > registry::max_registry_name_bytes)
+                return fail(400, "a registry name is 1 to " + std::to_string(registry::max_registry_name_bytes) + " bytes");
+            auto handle = node.registry(seg[2]);
+            auto* reg = &handle;
+            if (seg.size() == 3 && req.method == "POST") {
+                if (!authorized()) return need_token();
+                json body = parse_body(false);
+                if (body.is_discarded() || !body.is_object())
+                    return fail(400, "the body must be a JSON object" + (body_problem.empty() ? "" : ": " + body_problem));
+                const json mode = body.value("keys", json());
+                if (mode != "unique" && mode != "duplicate") return fail(400, "\"keys\" must be \"unique\" or \"duplicate\"");
+                registry::create_options options;
+                if (body.contains("meta")) {
+                    if (!body["meta"].is_object()) return fail(400, "\"meta\" must be an object");
+                    for (auto& [k, v] : body["meta"].items()) options.meta.emplace_back(k, v);
+                }
+                return reg->async_create(mode == "unique" ? keys::unique : keys::duplicate, std::move(options),
+                                         [respond](std::error_code ec) {
+                                             if (ec == errc::invalid_argument)
+                                                 return respond(http_response::json(
+                                                     409, {{"error", "the registry exists with the other keys mode"}, {"code", "invalid_argument"}}));
+                                             if (ec) return respond(detail::failure(ec));
+                                             respond(http_response::json(200, {{"ok", true}}));
+                                         });
+            }
             if (seg.size() == 3) {
                 if (req.method != "GET") return not_allowed("listing is GET only", "GET, HEAD");
                 std::size_t limit = 100;
@@ -296,6 +323,7 @@ inline http_handler routes(tcp_node& node) {
                 return node.replica().read_barrier(
                     registry::consistency::linearizable, std::chrono::duration_cast<tcp_node::replica_type::duration>(node.config().op_timeout),
                     [&node, respond, prefix, limit, name](std::error_code ec) {
+                        if (!ec && !node.replica().state().mode(name)) ec = errc::unknown_registry;
                         if (ec) return respond(detail::failure(ec));
                         respond(http_response::json(
                             200, {{"keys", node.replica().state().keys_with_prefix(name, prefix, limit)}}));

@@ -11,6 +11,10 @@
 //   json     = [u32 length][CBOR]        (nlohmann::json::to_cbor / from_cbor)
 //   optional = [u8 0|1][value if 1]
 //   result   = [u8 errc][u8 conflict][optional pid owner][optional json current][u64 removed]
+//   create_registry = [string name][u8 mode]
+//                     [u32 n]{[string key][json value]}*n [u32 m]{[string registry][string key]}*m
+//                     (codec version 1, before registries had options, ends after the mode:
+//                     logs written then still decode, with no options)
 // Fields follow the order of the struct members below. Decoding never reads out of bounds,
 // never throws, and refuses (std::nullopt) truncated input, trailing bytes, unknown versions,
 // tags and enum values, flags other than 0/1, malformed CBOR, and JSON nested deeper than
@@ -30,6 +34,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <variant>
 #include <vector>
 
@@ -37,8 +42,10 @@ namespace raregistry::registry {
 
 using json = nlohmann::json;
 
-/// Version of the envelope encoding (the first byte); decode refuses any other.
-inline constexpr std::uint8_t codec_version = 1;
+/// Version of the envelope encoding (the first byte) that encode writes; decode reads it and
+/// every version down to oldest_codec_version, and refuses any other.
+inline constexpr std::uint8_t codec_version = 2;
+inline constexpr std::uint8_t oldest_codec_version = 1;
 /// Deepest nesting of arrays/maps accepted in a JSON value (values, patterns, guards).
 inline constexpr std::size_t max_json_depth = 64;
 
@@ -127,11 +134,26 @@ struct node_up {
     friend bool operator==(const node_up&, const node_up&) = default;
 };
 
-/// Creates registry `name` with `mode`; ok if it exists with that mode, invalid_argument if
-/// it exists with the other.
+/// The name of a process: `key` in the unique registry `registry` (e.g. given by start_named).
+struct process_name {
+    std::string registry;
+    std::string key;
+    friend bool operator==(const process_name&, const process_name&) = default;
+    friend auto operator<=>(const process_name&, const process_name&) = default;
+};
+
+/// Most initial metadata entries, and most listeners, a create_registry may carry.
+inline constexpr std::size_t max_create_meta = 256;
+inline constexpr std::size_t max_listeners = 16;
+
+/// Creates registry `name` with `mode`, its metadata `meta` and its `listeners` (Elixir's
+/// start options): ok if it exists with that mode (the options are then ignored, the
+/// registry keeps its own), invalid_argument if it exists with the other.
 struct create_registry {
     std::string name;
     keys mode = keys::unique;
+    std::vector<std::pair<std::string, json>> meta;  ///< initial metadata, key -> value
+    std::vector<process_name> listeners;             ///< processes told of every (un)registration
     friend bool operator==(const create_registry&, const create_registry&) = default;
 };
 
@@ -252,6 +274,8 @@ inline bool cbor_nesting_within(std::string_view cbor, std::size_t max_depth) {
     }
 }
 
+inline constexpr bool known_version(std::uint8_t v) noexcept { return v >= oldest_codec_version && v <= codec_version; }
+
 inline void put_json(writer& w, const json& j) {
     std::string cbor;
     json::to_cbor(j, cbor);
@@ -337,6 +361,16 @@ inline void put_command(writer& w, const command& c) {
             } else if constexpr (std::is_same_v<T, create_registry>) {
                 w.bytes(x.name);
                 w.u8(static_cast<std::uint8_t>(x.mode));
+                w.u32(static_cast<std::uint32_t>(x.meta.size()));
+                for (const auto& [key, value] : x.meta) {
+                    w.bytes(key);
+                    put_json(w, value);
+                }
+                w.u32(static_cast<std::uint32_t>(x.listeners.size()));
+                for (const auto& l : x.listeners) {
+                    w.bytes(l.registry);
+                    w.bytes(l.key);
+                }
             } else {
                 static_assert(std::is_same_v<T, open_session>);
             }
@@ -355,8 +389,8 @@ T get_registration(reader& r) {
     return x;
 }
 
-// Fields are read in wire order, one statement each.
-inline command get_command(reader& r) {
+// Fields are read in wire order, one statement each; `version` is the envelope's.
+inline command get_command(reader& r, std::uint8_t version) {
     switch (r.u8()) {
         case 0: return get_registration<register_key>(r);
         case 1: {
@@ -416,6 +450,22 @@ inline command get_command(reader& r) {
             const std::uint8_t mode = r.u8();
             if (mode > static_cast<std::uint8_t>(keys::duplicate)) r.fail();
             x.mode = static_cast<keys>(mode);
+            if (version < 2) return x;  // before options existed
+            const std::uint32_t n_meta = r.count(4 + 4);
+            if (n_meta > max_create_meta) r.fail();
+            for (std::uint32_t i = 0; i < n_meta && r.ok(); ++i) {
+                std::string key = r.bytes();
+                json value = get_json(r);
+                x.meta.emplace_back(std::move(key), std::move(value));
+            }
+            const std::uint32_t n_listeners = r.count(4 + 4);
+            if (n_listeners > max_listeners) r.fail();
+            for (std::uint32_t i = 0; i < n_listeners && r.ok(); ++i) {
+                process_name l;
+                l.registry = r.bytes();
+                l.key = r.bytes();
+                x.listeners.push_back(std::move(l));
+            }
             return x;
         }
         case 10: return open_session{};
@@ -472,7 +522,7 @@ inline std::string encode(const envelope& e) {
 /// or of another codec version.
 inline void stamp_leader_time(std::string& bytes, std::uint64_t ms) noexcept {
     constexpr std::size_t at = 1 + 8 + 8;
-    if (bytes.size() < at + 8 || static_cast<std::uint8_t>(bytes[0]) != codec_version) return;
+    if (bytes.size() < at + 8 || !detail::known_version(static_cast<std::uint8_t>(bytes[0]))) return;
     for (int i = 0; i < 8; ++i) bytes[at + static_cast<std::size_t>(i)] = static_cast<char>(ms >> (8 * i));
 }
 
@@ -480,7 +530,7 @@ inline void stamp_leader_time(std::string& bytes, std::uint64_t ms) noexcept {
 /// codec version.
 inline std::optional<std::uint64_t> leader_time_of(std::string_view bytes) noexcept {
     constexpr std::size_t at = 1 + 8 + 8;
-    if (bytes.size() < at + 8 || static_cast<std::uint8_t>(bytes[0]) != codec_version) return std::nullopt;
+    if (bytes.size() < at + 8 || !detail::known_version(static_cast<std::uint8_t>(bytes[0]))) return std::nullopt;
     std::uint64_t ms = 0;
     for (int i = 0; i < 8; ++i) ms |= std::uint64_t(static_cast<unsigned char>(bytes[at + static_cast<std::size_t>(i)])) << (8 * i);
     return ms;
@@ -491,11 +541,12 @@ inline std::optional<envelope> decode_envelope(std::string_view bytes) noexcept 
     try {
         detail::reader r(bytes);
         envelope e;
-        if (r.u8() != codec_version) return std::nullopt;
+        const std::uint8_t version = r.u8();
+        if (!detail::known_version(version)) return std::nullopt;
         e.client_id = r.u64();
         e.seq = r.u64();
         e.leader_time_ms = r.u64();
-        e.cmd = detail::get_command(r);
+        e.cmd = detail::get_command(r, version);
         if (!r.ok() || r.remaining() != 0) return std::nullopt;
         return e;
     } catch (...) {  // std::bad_alloc: refuse the input rather than end the process

@@ -6,8 +6,9 @@
 // (a callback, boost::asio::use_awaitable, boost::asio::use_future, ...) and the completion
 // signature is void(std::error_code, T) or void(std::error_code). Errors are in raregistry's
 // category: already_registered, not_registered, not_owner, no_quorum (nothing was done),
-// timeout (the deadline passed and the outcome is unknown), unknown_registry,
-// invalid_argument, noproc, shutting_down.
+// timeout (the deadline passed and the outcome is unknown), unknown_registry (the registry
+// was never created: see async_create; nothing was written), invalid_argument, noproc,
+// shutting_down.
 //
 // Threads: operations may be started from any thread (they post to the node's executor).
 // A plain callback runs on the node's executor; a token with an associated executor (e.g.
@@ -55,6 +56,16 @@ struct update_result {
     json old_value;
 };
 
+/// Elixir's Registry start options, for async_create.
+struct create_options {
+    std::vector<std::pair<std::string, json>> meta;  ///< initial metadata, key -> value
+    /// Processes told of every registration and removal in the registry, by name (`key` in
+    /// unique registry `registry`, e.g. a server started with start_named): the one node
+    /// where a listener lives sends it {"event": "register"|"unregister", "registry", "key",
+    /// "pid", "value"} as it applies the change, in log order.
+    std::vector<process_name> listeners;
+};
+
 /// Per-operation settings.
 struct op_options {
     std::chrono::milliseconds timeout{5000};             ///< deadline of the whole operation
@@ -96,14 +107,15 @@ public:
     /// the cluster, as this replica applies it (Elixir's listeners).
     using listener = std::function<void(const event&)>;
 
-    registry_handle(Replica& r, std::string name, keys mode) : r_(&r), name_(std::move(name)), mode_(mode) {}
+    /// A handle of registry `name`; it need not exist yet (operations on a registry that
+    /// was never created answer unknown_registry).
+    registry_handle(Replica& r, std::string name) : r_(&r), name_(std::move(name)) {}
 
     const std::string& name() const noexcept { return name_; }
     /// The process writes act for: as()'s, or the node's own long-lived process.
     pid owner() const { return owner_ ? *owner_ : r_->self_pid(); }
     /// The deadline of each operation, from now.
     duration timeout() const { return std::chrono::duration_cast<duration>(opts_.timeout); }
-    keys mode() const noexcept { return mode_; }
     Replica& replica() const noexcept { return *r_; }
 
     /// The same registry, writing for local process `owner`.
@@ -123,6 +135,23 @@ public:
         registry_handle h = *this;
         h.opts_.read_consistency = c;
         return h;
+    }
+
+    // ---- creation -----------------------------------------------------------------------
+
+    /// Creates the registry with `mode` and `options`, through the log (Elixir's
+    /// start_link/1). Ok if it exists with that mode (its options stay as they were);
+    /// invalid_argument if it exists with the other mode.
+    template <class Token>
+    auto async_create(keys mode, create_options options, Token&& token) {
+        return run<>(std::forward<Token>(token), [self = *this, mode, options = std::move(options)](auto done) mutable {
+            self.r_->create(create_registry{self.name_, mode, std::move(options.meta), std::move(options.listeners)},
+                            self.timeout(), done);
+        });
+    }
+    template <class Token>
+    auto async_create(keys mode, Token&& token) {
+        return async_create(mode, create_options{}, std::forward<Token>(token));
     }
 
     // ---- writes -------------------------------------------------------------------------
@@ -180,7 +209,6 @@ public:
         return run<update_result>(std::forward<Token>(token), [self = *this, key = std::move(key),
                                                                fn = std::move(fn)](auto done) mutable {
             if (auto ec = check_key(key)) return done(ec, update_result{});
-            if (self.mode_ != keys::unique) return done(errc::invalid_argument, update_result{});
             self.update_step(std::move(key), std::move(fn), self.opts_.update_attempts, std::move(done));
         });
     }
@@ -314,8 +342,12 @@ public:
     /// {reg, key, value} name): already_registered when taken.
     template <class Token>
     auto async_register_name(std::string key, json value, Token&& token) {
-        if (mode_ != keys::unique) return fail<pid>(std::forward<Token>(token), errc::invalid_argument);
-        return async_register(std::move(key), std::move(value), std::forward<Token>(token));
+        return run<pid>(std::forward<Token>(token), [self = *this, key = std::move(key), value = std::move(value)](auto done) mutable {
+            self.when_unique([self, key, value, done](std::error_code ec) mutable {
+                if (ec) return done(ec, pid{});
+                self.async_register(std::move(key), std::move(value), done);
+            });
+        });
     }
     /// The same with a null value ({reg, key}).
     template <class Token>
@@ -326,27 +358,34 @@ public:
     /// The pid registered under `key`, nothing if none (Elixir's whereis_name/1).
     template <class Token>
     auto async_whereis_name(std::string key, Token&& token) {
-        if (mode_ != keys::unique) return fail<std::optional<pid>>(std::forward<Token>(token), errc::invalid_argument);
-        return read<std::optional<pid>>(std::forward<Token>(token), [key = std::move(key)](const registry_handle& h) {
-            auto found = h.r_->state().lookup(h.name_, key);
-            return found.empty() ? std::optional<pid>() : std::optional<pid>(found.front().first);
+        return run<std::optional<pid>>(std::forward<Token>(token), [self = *this, key = std::move(key)](auto done) mutable {
+            self.barrier([self, key, done](std::error_code ec) mutable {
+                if (!ec && self.r_->state().mode(self.name_) != keys::unique) ec = errc::invalid_argument;
+                if (ec) return done(ec, std::nullopt);
+                auto found = self.r_->state().lookup(self.name_, key);
+                done({}, found.empty() ? std::optional<pid>() : std::optional<pid>(found.front().first));
+            });
         });
     }
 
     /// Unregisters the owner's `key` (Elixir's unregister_name/1).
     template <class Token>
     auto async_unregister_name(std::string key, Token&& token) {
-        if (mode_ != keys::unique) return fail<>(std::forward<Token>(token), errc::invalid_argument);
-        return async_unregister(std::move(key), std::forward<Token>(token));
+        return run<>(std::forward<Token>(token), [self = *this, key = std::move(key)](auto done) mutable {
+            self.when_unique([self, key, done](std::error_code ec) mutable {
+                if (ec) return done(ec);
+                self.async_unregister(std::move(key), done);
+            });
+        });
     }
 
     /// Sends `msg` to the process registered under `key`, wherever it lives (Elixir's
     /// send/2 with :via): noproc when nobody holds the key.
     template <class Token>
     auto async_send(std::string key, json msg, Token&& token) {
-        if (mode_ != keys::unique) return fail<>(std::forward<Token>(token), errc::invalid_argument);
         return run<>(std::forward<Token>(token), [self = *this, key = std::move(key), msg = std::move(msg)](auto done) mutable {
             self.barrier([self, key, msg, done](std::error_code ec) mutable {
+                if (!ec && self.r_->state().mode(self.name_) != keys::unique) ec = errc::invalid_argument;
                 if (ec) return done(ec);
                 auto found = self.r_->state().lookup(self.name_, key);
                 if (found.empty()) return done(errc::noproc);
@@ -409,21 +448,38 @@ private:
         return run<Args...>(std::forward<Token>(token), [ec](auto done) { done(ec, Args{}...); });
     }
 
-    /// The registry exists (created by this node's first use), then the write.
+    /// A write through the log. A registry this replica has not seen created is first
+    /// looked for behind a linearizable barrier: a name never created answers
+    /// unknown_registry without writing anything, not even a refused log entry.
     void write(command cmd, typename Replica::write_handler h) const {
+        if (r_->state().mode(name_)) return r_->write(std::move(cmd), timeout(), std::move(h));
         auto self = *this;
-        r_->ensure_registry(name_, mode_, timeout(), [self, cmd = std::move(cmd), h = std::move(h)](std::error_code ec) mutable {
+        r_->read_barrier(consistency::linearizable, timeout(), [self, cmd = std::move(cmd), h = std::move(h)](std::error_code ec) mutable {
+            if (!ec && !self.r_->state().mode(self.name_)) ec = errc::unknown_registry;
             if (ec) return h(ec, result{});
             self.r_->write(std::move(cmd), self.timeout(), std::move(h));
         });
     }
 
-    /// The registry exists, then a barrier of the handle's consistency.
+    /// A barrier of the handle's consistency; then unknown_registry if the registry does not
+    /// exist as of it.
     void barrier(typename Replica::read_handler h) const {
         auto self = *this;
-        r_->ensure_registry(name_, mode_, timeout(), [self, h = std::move(h)](std::error_code ec) mutable {
-            if (ec) return h(ec);
-            self.r_->read_barrier(self.opts_.read_consistency, self.timeout(), std::move(h));
+        r_->read_barrier(opts_.read_consistency, timeout(), [self, h = std::move(h)](std::error_code ec) mutable {
+            if (!ec && !self.r_->state().mode(self.name_)) ec = errc::unknown_registry;
+            h(ec);
+        });
+    }
+
+    /// Ok if the registry is unique, invalid_argument if duplicate, unknown_registry if it
+    /// does not exist: from this replica's state when it knows the registry (a registry's
+    /// mode never changes), else after a barrier.
+    void when_unique(typename Replica::read_handler h) const {
+        if (auto m = r_->state().mode(name_)) return h(*m == keys::unique ? std::error_code() : errc::invalid_argument);
+        auto self = *this;
+        barrier([self, h = std::move(h)](std::error_code ec) mutable {
+            if (!ec && self.r_->state().mode(self.name_) != keys::unique) ec = errc::invalid_argument;
+            h(ec);
         });
     }
 
@@ -442,6 +498,7 @@ private:
     void update_step(std::string key, std::function<json(const json&)> fn, int attempts_left, Done done) const {
         auto self = *this;
         barrier([self, key, fn, attempts_left, done](std::error_code ec) mutable {
+            if (!ec && self.r_->state().mode(self.name_) != keys::unique) ec = errc::invalid_argument;
             if (ec) return done(ec, update_result{});
             const pid me = self.owner();
             auto current = self.r_->state().values(self.name_, key, me);
@@ -466,7 +523,6 @@ private:
 
     Replica* r_;
     std::string name_;
-    keys mode_;
     std::optional<pid> owner_;
     op_options opts_;
 };

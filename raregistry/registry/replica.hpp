@@ -381,21 +381,14 @@ public:
         attempt(op);
     }
 
-    /// Makes sure registry `name` exists with `mode` (creating it through the log the first
-    /// time this node asks): ok, or invalid_argument if it exists with the other mode.
-    void ensure_registry(const std::string& name, keys mode, duration timeout, read_handler h) {
+    /// Creates a registry through the log (idempotent: ok if it exists with the same mode,
+    /// invalid_argument with the other), within `timeout`.
+    void create(create_registry c, duration timeout, read_handler h) {
         if (stopped_) return transport_.post([h = std::move(h)] { h(errc::shutting_down); });
-        if (auto it = created_.find(name); it != created_.end() && it->second == mode)
-            return transport_.post([h = std::move(h)] { h({}); });
-        if (sm_.mode(name) == mode) {  // applied here already (created by another node)
-            created_[name] = mode;
-            return transport_.post([h = std::move(h)] { h({}); });
-        }
-        write_unsessioned(create_registry{name, mode}, timeout,
-                          [this, name, mode, h = std::move(h)](std::error_code ec, result r) {
-                              if (!ec && r.code == errc::ok) created_[name] = mode;
-                              h(ec ? ec : std::error_code(r.code));
-                          });
+        if (sm_.mode(c.name) == c.mode) return transport_.post([h = std::move(h)] { h({}); });  // applied here already
+        write_unsessioned(std::move(c), timeout, [h = std::move(h)](std::error_code ec, result r) {
+            h(ec ? ec : std::error_code(r.code));
+        });
     }
 
     /// Waits until this replica may serve a read of the given consistency, within `timeout`.
@@ -816,6 +809,7 @@ private:
         writes_.erase(op.id);
         release_lane(op);
         ++stats_.writes;
+        deliver_listener_mail();  // what this node's listeners were told comes first
         if (op.handler) {
             auto h = std::move(op.handler);
             h(ec, std::move(r));
@@ -1566,6 +1560,40 @@ private:
             });
         }
         for (auto& [_, l] : listeners_) l(e);
+        tell_listener_processes(e);
+    }
+
+    /// The registry's listeners option: each named process that lives here gets the event
+    /// as a message (Elixir's {:register, ...} / {:unregister, ...}), in log order. They are
+    /// delivered once the entry has applied (never inside the state machine), and before
+    /// any write completes on this node: the writer's listeners have run when it hears back.
+    void tell_listener_processes(const event& e) {
+        const auto& names = sm_.listeners(e.registry);
+        if (names.empty() || stopped_) return;
+        json msg;
+        for (const auto& name : names) {
+            for (const auto& [p, _] : sm_.lookup(name.registry, name.key)) {
+                if (p.node != opts_.name || p.epoch != epoch_ || !procs_.contains(p)) continue;
+                if (msg.is_null())
+                    msg = {{"event", e.what == event::kind::registered ? "register" : "unregister"},
+                           {"registry", e.registry}, {"key", e.key}, {"pid", e.owner.to_string()}, {"value", e.value}};
+                listener_mail_.emplace_back(p, msg);
+            }
+        }
+        if (listener_mail_.empty() || mail_posted_) return;
+        mail_posted_ = true;
+        transport_.post([this] {
+            mail_posted_ = false;
+            deliver_listener_mail();
+        });
+    }
+
+    void deliver_listener_mail() {
+        while (!listener_mail_.empty() && !stopped_) {
+            auto mail = std::move(listener_mail_);
+            listener_mail_.clear();
+            for (const auto& [p, msg] : mail) deliver(p, msg);  // a handler may cause more
+        }
     }
 
     void log(const std::string& line) {
@@ -1685,6 +1713,8 @@ private:
     std::map<std::string, std::uint64_t> downing_;   ///< leader: node_down proposed, by node
 
     std::map<std::uint64_t, state_machine::listener> listeners_;
+    std::vector<std::pair<pid, json>> listener_mail_;  ///< for listener processes, not delivered yet
+    bool mail_posted_ = false;
     std::uint64_t listener_ids_ = 0;
     std::map<std::uint64_t, app_handler> user_apps_;
     std::uint64_t call_ids_ = 0;
@@ -1693,7 +1723,6 @@ private:
         duration deadline{};
     };
     std::map<std::uint64_t, pending_call> calls_;  ///< calls waiting for an answer
-    std::map<std::string, keys> created_;  ///< registries this node saw created
     counters stats_;
 };
 

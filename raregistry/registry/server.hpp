@@ -58,7 +58,6 @@ auto start_named(registry_handle<Replica> reg, std::string key, json args, json 
             auto hp = std::make_shared<decltype(handler)>(std::move(handler));
             Replica& rep = reg.replica();
             rep.net().post([&rep, reg, key = std::move(key), args = std::move(args), value = std::move(value), hp]() mutable {
-                if (reg.mode() != keys::unique) return detail::complete(hp, std::error_code(errc::invalid_argument), pid{});
                 auto server = std::make_shared<std::unique_ptr<T>>();
                 auto exit_with = std::make_shared<std::function<void(const pid&, const std::string&)>>();
                 auto on_message = [server, exit_with](const json& msg) {
@@ -90,7 +89,7 @@ auto start_named(registry_handle<Replica> reg, std::string key, json args, json 
                 *exit_with = [&rep, self](const pid&, const std::string& reason) {
                     rep.net().post([&rep, self, reason] { rep.exit_process(self, reason); });
                 };
-                reg.as(self).async_register(key, std::move(value), [&rep, self, server, args, hp](std::error_code ec, pid owner) {
+                reg.as(self).async_register_name(key, std::move(value), [&rep, self, server, args, hp](std::error_code ec, pid owner) {
                     if (ec) {
                         rep.exit_process(self, "not started: " + ec.message());
                         if (ec == errc::already_registered) ec = errc::already_started;

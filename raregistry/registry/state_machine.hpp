@@ -11,9 +11,10 @@
 // make commands exactly-once.
 //
 // Choices, all deterministic:
-// - Duplicate registries hold one entry per (key, pid); registering the same pid under the
-//   same key again replaces its value (Elixir would add a second entry; one per pid keeps
-//   unregister/CAS unambiguous).
+// - Duplicate registries keep every registration, as Elixir: a pid registered twice under a
+//   key holds two entries, in the order registered; unregister removes all of them,
+//   compare_and_set acts on the first. Registries exist only once created (create_registry);
+//   every command on another name answers unknown_registry and changes nothing.
 // - Unique registries answer already_registered (with the owner) even to the owner itself,
 //   as Elixir does; a retry of a register that succeeded gets its stored `ok` instead.
 // - Exactly-once (Raft dissertation §6.3): a session per client_id keeps its last seq and
@@ -82,8 +83,9 @@ struct session_limits {
     std::size_t max = max_sessions;
     friend bool operator==(const session_limits&, const session_limits&) = default;
 };
-/// Version of the snapshot layout; restore() refuses any other.
-inline constexpr std::uint32_t snapshot_format_version = 1;
+/// Version of the snapshot layout restore() writes; it reads this one and version 1 (before
+/// registries had listeners).
+inline constexpr std::uint32_t snapshot_format_version = 2;
 /// First four bytes of a snapshot: "RRSM" read as a little-endian u32.
 inline constexpr std::uint32_t snapshot_magic = 0x4d535252;
 
@@ -291,6 +293,11 @@ public:
                 detail::put_json(w, value);
                 if (due()) co_await std::suspend_always{};
             }
+            w.u32(static_cast<std::uint32_t>(reg.listeners.size()));
+            for (const auto& l : reg.listeners) {
+                w.bytes(l.registry);
+                w.bytes(l.key);
+            }
         }
         w.u32(static_cast<std::uint32_t>(sessions_.size()));
         for (const auto& [id, s] : sessions_) {
@@ -325,7 +332,7 @@ public:
         detail::reader h(image.substr(0, header_bytes));
         const std::uint32_t magic = h.u32(), version = h.u32(), stored_crc = h.u32();
         if (magic != snapshot_magic) corrupt("not a registry snapshot (bad magic)");
-        if (version != snapshot_format_version)
+        if (version != snapshot_format_version && version != 1)
             corrupt("format version " + std::to_string(version) + " is not supported (this build reads " +
                     std::to_string(snapshot_format_version) + ")");
         const std::string_view body = image.substr(header_bytes);
@@ -334,18 +341,27 @@ public:
             corrupt("checksum mismatch (stored " + std::to_string(stored_crc) + ", computed " +
                     std::to_string(crc) + "): the snapshot is corrupt");
         state_machine fresh(limits_);
-        fresh.load_body(body);
+        fresh.load_body(body, version);
         fresh.check_invariants();
         fresh.listener_ = std::move(listener_);
         *this = std::move(fresh);
     }
 
-    // ---- Queries: pure, const; an unknown registry reads as empty. ----
+    // ---- Queries: pure, const; an unknown registry reads as empty (the API answers
+    // unknown_registry for it: see mode()). ----
 
     /// The mode of registry `reg`, nothing if it does not exist.
     std::optional<keys> mode(std::string_view reg) const {
         const auto* r = find_registry(reg);
         return r ? std::optional<keys>(r->mode) : std::nullopt;
+    }
+
+    /// The processes registry `reg` tells of its registrations (its listeners option); empty
+    /// if it has none or does not exist.
+    const std::vector<process_name>& listeners(std::string_view reg) const {
+        static const std::vector<process_name> none;
+        const auto* r = find_registry(reg);
+        return r ? r->listeners : none;
     }
 
     /// The names of every registry, sorted.
@@ -590,6 +606,7 @@ private:
         /// map's own keys, whose nodes never move). Not state: rebuilt on copy.
         std::unordered_map<hashed_key, entry_map::iterator, key_hash> index;
         std::map<std::string, json, std::less<>> meta;
+        std::vector<process_name> listeners;  ///< told of every registration and removal
         std::map<pid, std::size_t> pids;  ///< pid -> its number of entries here
         std::size_t registrations = 0;
 
@@ -597,7 +614,8 @@ private:
         registry_data(registry_data&&) noexcept = default;
         registry_data& operator=(registry_data&&) noexcept = default;
         registry_data(const registry_data& o)
-            : mode(o.mode), entries(o.entries), meta(o.meta), pids(o.pids), registrations(o.registrations) {
+            : mode(o.mode), entries(o.entries), meta(o.meta), listeners(o.listeners), pids(o.pids),
+              registrations(o.registrations) {
             index.reserve(entries.size());
             for (auto it = entries.begin(); it != entries.end(); ++it) index.emplace(hashed_key(it->first), it);
         }
@@ -949,10 +967,18 @@ private:
     result run(const open_session&) { return {}; }
 
     result run(const create_registry& c) {
-        if (!valid_name(c.name)) return refused(errc::invalid_argument);
+        if (!valid_name(c.name) || c.meta.size() > max_create_meta || c.listeners.size() > max_listeners)
+            return refused(errc::invalid_argument);
+        for (const auto& [key, value] : c.meta)
+            if (!valid_key(key) || !valid_value(value)) return refused(errc::invalid_argument);
+        for (const auto& l : c.listeners)
+            if (!valid_name(l.registry) || !valid_key(l.key)) return refused(errc::invalid_argument);
         if (const auto* reg = find_registry(c.name))
             return reg->mode == c.mode ? result{} : refused(errc::invalid_argument);
-        registries_.emplace(c.name, registry_data{}).first->second.mode = c.mode;
+        auto& reg = registries_.emplace(c.name, registry_data{}).first->second;
+        reg.mode = c.mode;
+        for (const auto& [key, value] : c.meta) reg.meta.insert_or_assign(key, value);  // the last wins
+        reg.listeners = c.listeners;
         return {};
     }
 
@@ -961,7 +987,7 @@ private:
     /// Reads a snapshot body into this (empty) state machine; throws on anything malformed,
     /// including non-canonical order (keys must be strictly increasing), so that a restored
     /// state snapshots to the same bytes.
-    void load_body(std::string_view body) {
+    void load_body(std::string_view body, std::uint32_t version) {
         detail::reader r(body);
         auto check = [&r](bool good, const char* what) {
             if (!r.ok()) corrupt("the body is truncated or malformed");
@@ -981,7 +1007,7 @@ private:
             l.down = down == 1;
             prev_node = &nodes_.emplace(std::move(node), l).first->first;
         }
-        const std::uint32_t n_regs = r.count(4 + 1 + 4 + 4);
+        const std::uint32_t n_regs = r.count(4 + 1 + 4 + 4 + (version == 1 ? 0 : 4));
         check(true, "");
         const std::string* prev_reg = nullptr;
         for (std::uint32_t i = 0; i < n_regs; ++i) {
@@ -1020,6 +1046,16 @@ private:
                 check(valid_key(key) && (!prev_meta || *prev_meta < key), "bad metadata entry");
                 reg->second.meta.emplace(key, std::move(value));
                 prev_meta = std::move(key);
+            }
+            if (version == 1) continue;  // no listeners then
+            const std::uint32_t n_listeners = r.count(4 + 4);
+            check(n_listeners <= max_listeners, "too many listeners");
+            for (std::uint32_t l = 0; l < n_listeners; ++l) {
+                process_name name;
+                name.registry = r.bytes();
+                name.key = r.bytes();
+                check(valid_name(name.registry) && valid_key(name.key), "bad listener");
+                reg->second.listeners.push_back(std::move(name));
             }
         }
         const std::uint32_t n_sessions = r.count(8 * 4 + 3 + 8);

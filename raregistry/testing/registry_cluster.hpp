@@ -171,8 +171,26 @@ public:
     }
 
     /// The API handle of registry `name` on member `m`.
-    sim_registry registry(member& m, const std::string& name, registry::keys mode) {
-        return sim_registry(*m.rep, name, mode);
+    sim_registry registry(member& m, const std::string& name) { return sim_registry(*m.rep, name); }
+
+    /// Creates registry `name` through the running members in turn until it applies; whether
+    /// it did (ok, or it already existed with `mode`) within `limit` µs.
+    bool create(const std::string& name, registry::keys mode, registry::create_options options = {},
+                sim::time_us limit = 10'000'000) {
+        const sim::time_us end = sim_.now() + limit;
+        for (std::size_t turn = 0; sim_.now() < end; ++turn) {
+            member& m = members_[turn % members_.size()];
+            if (!m.rep) {
+                sim_.run_for(10'000);
+                continue;
+            }
+            auto got = std::make_shared<std::optional<std::error_code>>();  // may answer after we return
+            registry(m, name).async_create(mode, options, [got](std::error_code ec) { *got = ec; });
+            run_until([&] { return got->has_value(); }, end - sim_.now());
+            if (*got == std::error_code()) return true;
+            if (*got == std::error_code(errc::invalid_argument)) return false;
+        }
+        return false;
     }
 
     /// Runs the simulation until `done()` or `limit` µs from now; whether done() held.

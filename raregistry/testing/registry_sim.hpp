@@ -70,7 +70,15 @@ public:
     }
 
     seed_outcome run() {
-        const sim::time_us fault_end = 2'000'000;
+        seed_outcome out;
+        if (!c_.create(registry_name, registry::keys::unique)) {  // not a pass: nothing could run
+            out.progress = false;
+            out.detail = "the registry could not be created";
+            return out;
+        }
+        const sim::time_us t0 = sim_.now();
+        const sim::time_us fault_end = t0 + 2'000'000;
+        client_end_ = t0 + 2'500'000;
         for (auto* m : nodes_) {
             watch(*m);
             remember_life(*m);
@@ -83,15 +91,14 @@ public:
             schedule_client(clients_.back());
         }
         if (faults_ & ~faults::clocks & ~faults::torn)
-            sim_.schedule(100'000, raft::no_node, [this, fault_end] { fault(fault_end); });
+            sim_.schedule(t0 + 100'000, raft::no_node, [this, fault_end] { fault(fault_end); });
         if ((faults_ & faults::membership) && sim_.rng().chance(0.12))
-            sim_.schedule(sim_.rng().between(600'000, 1'300'000), raft::no_node, [this] { destroy_quorum(); });
+            sim_.schedule(t0 + sim_.rng().between(600'000, 1'300'000), raft::no_node, [this] { destroy_quorum(); });
         sim_.run_until(fault_end);
         heal_all();
         sim_.run_until(client_end_ + 3'000'000);  // everything pending completes or times out
         for (auto& cl : clients_) abandon(*cl);  // anything still open is unknown
 
-        seed_outcome out;
         out.operations = history_.size();
         check_history(out);
         out.single_owner = owner_violations_.empty();
@@ -185,7 +192,7 @@ private:
             cl->proc = m.rep->spawn_process({}, [this](const registry::pid& p, const std::string&) { exited(p); });
         registry::op_options opts;
         opts.timeout = sim_client_timeout;
-        auto reg = c_.registry(m, registry_name, registry::keys::unique).as(*cl->proc).with(opts);
+        auto reg = c_.registry(m, registry_name).as(*cl->proc).with(opts);
         auto op = std::make_shared<lin::operation>();
         op->client = cl->id;
         op->key = key_prefix_ + "k" + std::to_string(sim_.rng().below(3));
@@ -727,7 +734,7 @@ private:
             const sim::time_us end = sim_.now() + 5'000'000;
             while (!done && sim_.now() < end) {
                 auto r = await<registry::pid>(c_, [&](auto cb) {
-                    c_.registry(*m, registry_name, registry::keys::unique).as(p).async_register("progress-" + m->name, registry::json("p"), cb);
+                    c_.registry(*m, registry_name).as(p).async_register("progress-" + m->name, registry::json("p"), cb);
                 });
                 done = r && !std::get<0>(*r);
                 if (!done) sim_.run_for(20'000);

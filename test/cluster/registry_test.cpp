@@ -128,6 +128,17 @@ TEST_CASE("raregistryd: registry over HTTP from every node, node death frees nam
     CHECK(http(c.http_port(0), "PUT", "/v1/registries/reg/keys/x", R"({"value":1})").status == 401);
     CHECK(http(c.http_port(0), "PUT", "/v1/registries/reg/keys/x", R"({"value":)", token).status == 400);
     CHECK(c.get(0, "/v1/registries/nope/keys/x").status == 404);
+    CHECK(json::parse(c.get(0, "/v1/registries/nope/keys/x").body)["code"] == "unknown_registry");
+    CHECK(c.get(0, "/v1/registries/nope?prefix=a").status == 404);
+    CHECK(c.put(0, "/v1/registries/nope/keys/x", R"({"value":1})").status == 404);  // never created: no write
+    // Registries are created explicitly: POST, idempotent with the same mode, 409 with the other.
+    CHECK(http(c.http_port(1), "POST", "/v1/registries/nope", R"({"keys":"duplicate"})").status == 401);
+    CHECK(http(c.http_port(1), "POST", "/v1/registries/nope", R"({"keys":"sometimes"})", token).status == 400);
+    CHECK(http(c.http_port(1), "POST", "/v1/registries/nope", R"({"keys":"duplicate","meta":{"owner":"ops"}})", token).status == 200);
+    CHECK(http(c.http_port(2), "POST", "/v1/registries/nope", R"({"keys":"duplicate"})", token).status == 200);
+    CHECK(http(c.http_port(2), "POST", "/v1/registries/nope", R"({"keys":"unique"})", token).status == 409);
+    CHECK(c.put(0, "/v1/registries/nope/keys/x", R"({"value":1})").status == 200);
+    CHECK(http(c.http_port(2), "POST", "/v1/registries/reg", R"({"keys":"duplicate"})", token).status == 409);
     CHECK(c.get(0, "/v1/registries/reg/keys/x?consistency=sometimes").status == 400);
     CHECK(c.get(0, "/v1/registries/reg?limit=0").status == 400);
     CHECK(c.get(0, "/v1/nothing").status == 404);

@@ -33,7 +33,8 @@ struct fixture {
         : c(seed, nodes) {
         if (std::getenv("RR_LOG")) c.log = [](const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); };
         REQUIRE(c.settle());
-        for (auto& m : c.members()) reg.push_back(c.registry(m, name, mode));
+        REQUIRE(c.create(name, mode));
+        for (auto& m : c.members()) reg.push_back(c.registry(m, name));
     }
     sim_replica& rep(std::size_t i) { return *c.at(i).rep; }
 
@@ -321,7 +322,7 @@ TEST_CASE("a node that dies (crash) loses every registration in one node_down; i
         auto l = f.c.leader()->rep->state().node_life(f.c.at(fol).name);
         return l && l->first == f.rep(fol).epoch() && !l->second;
     }));
-    auto reg = f.c.registry(f.c.at(fol), "MyApp.Registry", keys::unique);
+    auto reg = f.c.registry(f.c.at(fol), "MyApp.Registry");
     CHECK(!f.register_(reg, "svc/0", json("back")));
 }
 
@@ -424,7 +425,8 @@ TEST_CASE("a snapshot from the leader overtakes one still being serialized: the 
     REQUIRE(c.settle());
     auto* leader = c.leader();
     REQUIRE(leader);
-    auto reg = c.registry(*leader, "r", keys::unique);
+    REQUIRE(c.create("r", keys::unique));
+    auto reg = c.registry(*leader, "r");
     int key = 0;
     auto fill = [&](int n) {
         for (int i = 0; i < n; ++i) {
@@ -521,7 +523,8 @@ TEST_CASE("bad input gets invalid_argument (or noproc) and changes nothing") {
     CHECK(f.register_(f.reg[0].as(f.rep(1).self_pid()), "k", json(1)) == errc::invalid_argument);
     CHECK(f.register_(f.reg[0].as(pid{f.c.at(0).name, f.rep(0).epoch(), 999}), "k", json(1)) == errc::noproc);
     // the :via trio and update_value are for unique registries
-    auto dup = f.c.registry(f.c.at(0), "Dup", keys::duplicate);
+    REQUIRE(f.c.create("Dup", keys::duplicate));
+    auto dup = f.c.registry(f.c.at(0), "Dup");
     auto via = await<pid>(f.c, [&](auto cb) { dup.async_register_name("n", cb); });
     REQUIRE(via);
     CHECK(std::get<0>(*via) == errc::invalid_argument);
@@ -531,8 +534,10 @@ TEST_CASE("bad input gets invalid_argument (or noproc) and changes nothing") {
     REQUIRE(upd);
     CHECK(std::get<0>(*upd) == errc::invalid_argument);
     // the same registry name with the other mode
-    auto clash = f.c.registry(f.c.at(1), "MyApp.Registry", keys::duplicate);
-    CHECK(f.register_(clash, "k", json(1)) == errc::invalid_argument);
+    CHECK(!f.c.create("MyApp.Registry", keys::duplicate));
+    auto clash = await<>(f.c, [&](auto cb) { f.reg[1].async_create(keys::duplicate, cb); });
+    REQUIRE(clash);
+    CHECK(std::get<0>(*clash) == errc::invalid_argument);
     CHECK(f.count(f.reg[2]) == 0);
 }
 
@@ -596,13 +601,14 @@ TEST_CASE("completion tokens: a handler with an executor completes on that execu
 TEST_CASE("the README's registry example runs as printed") {
     std::vector<std::string> out;
     readme_registry_example(out);
-    REQUIRE(out.size() == 4);
-    CHECK(out[0].rfind("register: success n1.", 0) == 0);
-    CHECK(out[1].rfind("lookup on n2: n1.", 0) == 0);
-    CHECK(out[1].find("\"some value\"") != std::string::npos);
-    CHECK(out[2].rfind("again from n2: ", 0) == 0);
-    CHECK(out[2].find(", owner n1.") != std::string::npos);
-    CHECK(out[3] == "after exit: 0 registrations");
+    REQUIRE(out.size() == 5);
+    CHECK(out[0] == "create: success");
+    CHECK(out[1].rfind("register: success n1.", 0) == 0);
+    CHECK(out[2].rfind("lookup on n2: n1.", 0) == 0);
+    CHECK(out[2].find("\"some value\"") != std::string::npos);
+    CHECK(out[3].rfind("again from n2: ", 0) == 0);
+    CHECK(out[3].find(", owner n1.") != std::string::npos);
+    CHECK(out[4] == "after exit: 0 registrations");
     for (auto& line : out) MESSAGE(line);
 }
 
@@ -773,7 +779,8 @@ TEST_CASE("past a replica queue's limit: overloaded at once and nothing done; at
     });
     REQUIRE(c.settle());
     const std::size_t f = follower_of(c);  // its writes are forwarded: they wait longer
-    auto reg = c.registry(c.at(f), "reg", keys::unique);
+    REQUIRE(c.create("reg", keys::unique));
+    auto reg = c.registry(c.at(f), "reg");
     const pid p = c.at(f).rep->spawn_process({}, {}, [](const json& req, auto reply) { reply(req); });
     auto warm = await<pid>(c, [&](auto cb) { reg.async_register("warm-up", json(0), cb); });  // the registry exists
     REQUIRE(warm);
@@ -807,7 +814,7 @@ TEST_CASE("past a replica queue's limit: overloaded at once and nothing done; at
     CHECK(*called[1] == errc::overloaded);
     for (auto& m : c.members()) {
         for (std::size_t i = 0; i < wrote.size(); ++i) {
-            auto out = await<entries>(c, [&](auto cb) { c.registry(m, "reg", keys::unique).async_lookup("k" + std::to_string(i), cb); });
+            auto out = await<entries>(c, [&](auto cb) { c.registry(m, "reg").async_lookup("k" + std::to_string(i), cb); });
             REQUIRE(out);
             CHECK_MESSAGE(std::get<1>(*out).size() == (*wrote[i] ? 0u : 1u), "k" << i << " on " << m.name);
         }
@@ -936,4 +943,91 @@ TEST_CASE("a late refusal of an earlier try cannot turn a forwarded write the le
     CHECK(!got);
     CHECK(f.lookup(f.reg[fol], "late").size() == 1);
     f.c.sim().set_send_filter({});
+}
+
+TEST_CASE("a registry never created answers unknown_registry on every node, and nothing is written") {
+    fixture f;
+    auto* leader = f.c.leader();
+    REQUIRE(leader);
+    f.c.sim().run_for(200'000);
+    const raft::index_t before = leader->rep->core().log().last_index();
+    using selection = std::vector<registry::state_machine::selected>;
+    for (auto& m : f.c.members()) {
+        auto typo = f.c.registry(m, "MyApp.Regsitry");
+        CHECK(f.register_(typo, "k", json(1)) == errc::unknown_registry);
+        CHECK(f.unregister(typo, "k") == errc::unknown_registry);
+        auto put = await<pid>(f.c, [&](auto cb) { typo.async_put("k", json(1), cb); });
+        auto named = await<pid>(f.c, [&](auto cb) { typo.async_register_name("k", cb); });
+        auto meta_put = await<>(f.c, [&](auto cb) { typo.async_put_meta("m", json(1), cb); });
+        auto look = await<entries>(f.c, [&](auto cb) { typo.async_lookup("k", cb); });
+        auto count = await<std::size_t>(f.c, [&](auto cb) { typo.async_count(cb); });
+        auto meta = await<std::optional<json>>(f.c, [&](auto cb) { typo.async_meta("m", cb); });
+        auto where = await<std::optional<pid>>(f.c, [&](auto cb) { typo.async_whereis_name("k", cb); });
+        auto sel = await<selection>(f.c, [&](auto cb) { typo.async_select(json("_"), std::nullopt, cb); });
+        REQUIRE((put && named && meta_put && look && count && meta && where && sel));
+        for (auto ec : {std::get<0>(*put), std::get<0>(*named), std::get<0>(*meta_put), std::get<0>(*look),
+                        std::get<0>(*count), std::get<0>(*meta), std::get<0>(*where), std::get<0>(*sel)})
+            CHECK_MESSAGE(ec == errc::unknown_registry, m.name << ": " << ec.message());
+    }
+    f.c.sim().run_for(200'000);
+    CHECK(leader->rep->core().log().last_index() == before);  // not even a refused entry
+    for (auto& m : f.c.members()) CHECK(!m.rep->state().mode("MyApp.Regsitry"));
+    // Created, the same handle works.
+    REQUIRE(f.c.create("MyApp.Regsitry", keys::unique));
+    CHECK(!f.register_(f.c.registry(f.c.at(1), "MyApp.Regsitry"), "k", json(1)));
+}
+
+TEST_CASE("create from a follower with meta and listeners: every node reads the meta; listener processes hear every change, "
+          "the writer's before its completion") {
+    fixture f;  // MyApp.Registry (unique) names the listener process
+    const std::size_t fol = follower_of(f.c);
+    std::vector<json> heard;
+    const pid watcher = f.rep(fol).spawn_process([&heard](const json& m) { heard.push_back(m); }, {});
+    REQUIRE(!f.register_(f.reg[fol].as(watcher), "watcher", json(nullptr)));
+    registry::create_options options;
+    options.meta = {{"color", json("blue")}};
+    options.listeners = {{"MyApp.Registry", "watcher"}};
+    auto created = await<>(f.c, [&](auto cb) { f.c.registry(f.c.at(fol), "Topics").async_create(keys::duplicate, options, cb); });
+    REQUIRE(created);
+    CHECK(!std::get<0>(*created));
+    std::vector<sim_registry> topics;
+    for (auto& m : f.c.members()) topics.push_back(f.c.registry(m, "Topics"));
+    for (auto& t : topics) {
+        auto meta = await<std::optional<json>>(f.c, [&](auto cb) { t.async_meta("color", cb); });
+        REQUIRE(meta);
+        CHECK(std::get<1>(*meta) == json("blue"));
+    }
+    // Created again: ok with the same mode (the options stay), invalid_argument with the other.
+    auto again = await<>(f.c, [&](auto cb) { topics[0].async_create(keys::duplicate, cb); });
+    auto clash = await<>(f.c, [&](auto cb) { topics[2].async_create(keys::unique, cb); });
+    REQUIRE((again && clash));
+    CHECK(!std::get<0>(*again));
+    CHECK(std::get<0>(*clash) == errc::invalid_argument);
+    // A write on the listener's node: the listener has run when the write completes.
+    const pid sub = f.rep(fol).spawn_process({}, {});
+    bool done = false;
+    std::size_t heard_at_completion = 0;
+    topics[fol].as(sub).async_register("news", json(1), [&](std::error_code ec, pid) {
+        CHECK(!ec);
+        done = true;
+        heard_at_completion = heard.size();
+    });
+    REQUIRE(f.c.run_until([&] { return done; }));
+    CHECK(heard_at_completion == 1);
+    // Writes from the other nodes reach it as its node applies them, in log order.
+    const std::size_t other = (fol + 1) % 3;
+    REQUIRE(!f.register_(topics[other], "news", json(2)));
+    REQUIRE(!f.unregister(topics[other], "news"));
+    f.rep(fol).exit_process(sub);  // process_down removes its entry
+    REQUIRE(f.c.run_until([&] { return heard.size() == 4; }, 2'000'000));
+    CHECK(heard[0] == json{{"event", "register"}, {"registry", "Topics"}, {"key", "news"}, {"pid", sub.to_string()}, {"value", 1}});
+    CHECK(heard[1]["event"] == "register");
+    CHECK(heard[1]["value"] == 2);
+    CHECK(heard[2]["event"] == "unregister");
+    CHECK(heard[2]["pid"] == f.rep(other).self_pid().to_string());
+    CHECK(heard[3] == json{{"event", "unregister"}, {"registry", "Topics"}, {"key", "news"}, {"pid", sub.to_string()}, {"value", 1}});
+    // Changes of other registries are not told; nor is the listener on the nodes where it does not live.
+    REQUIRE(!f.register_(f.reg[other], "elsewhere", json(0)));
+    f.c.sim().run_for(300'000);
+    CHECK(heard.size() == 4);
 }

@@ -40,7 +40,8 @@ std::size_t follower(registry_cluster& c, std::size_t not_this = SIZE_MAX) {
 
 std::error_code register_as(registry_cluster& c, std::size_t node, const pid& p, const std::string& key,
                             keys mode = keys::unique, const std::string& reg = "reg") {
-    auto out = await<pid>(c, [&](auto cb) { c.registry(c.at(node), reg, mode).as(p).async_register(key, json("v"), cb); });
+    if (!c.at(node).rep->state().mode(reg)) REQUIRE(c.create(reg, mode));
+    auto out = await<pid>(c, [&](auto cb) { c.registry(c.at(node), reg).as(p).async_register(key, json("v"), cb); });
     REQUIRE(out.has_value());
     return std::get<0>(*out);
 }
@@ -128,7 +129,7 @@ TEST_CASE("exactly-once holds across a leader change between machines that boote
     REQUIRE(!register_as(c, f, c.at(f).rep->spawn_process({}, {}), "warm"));  // the registry exists
     c.sim().run_for(100'000);
     const raft::index_t before = c.at(l).rep->core().log().last_index();
-    c.registry(c.at(f), "reg", keys::unique).async_register("once", json(1), [&](std::error_code ec, pid owner) {
+    c.registry(c.at(f), "reg").async_register("once", json(1), [&](std::error_code ec, pid owner) {
         got.emplace(ec, owner);
     });
     // Once the leader has the forwarded command, its answer to f is lost; it commits with the
@@ -293,7 +294,8 @@ TEST_CASE("writes of an ended life never free a lane of the new one") {
     const std::size_t n = follower(c);
     auto& rep = *c.at(n).rep;
     const std::size_t lanes = rep.free_lane_count();
-    auto dup = c.registry(c.at(n), "dup", keys::duplicate);
+    REQUIRE(c.create("dup", keys::duplicate));
+    auto dup = c.registry(c.at(n), "dup");
     REQUIRE(!std::get<0>(*await<pid>(c, [&](auto cb) { dup.async_register("warm", json(0), cb); })));
     for (auto& other : c.members())  // n hears the cluster but nobody hears n
         if (other.id != c.at(n).id) c.sim().cut(c.at(n).id, other.id);

@@ -40,7 +40,7 @@ struct harness {
     result run(std::uint64_t client, std::uint64_t seq, registry::command c) {
         return apply(envelope{client, seq, time_ms, std::move(c)});
     }
-    result create(const std::string& name, keys mode) { return run(registry::create_registry{name, mode}); }
+    result create(const std::string& name, keys mode) { return run(registry::create_registry{name, mode, {}, {}}); }
     result reg(const std::string& r, const std::string& key, const pid& p, json value = nullptr) {
         return run(registry::register_key{r, key, p, std::move(value)});
     }
@@ -75,8 +75,10 @@ std::vector<registry::command> every_command() {
         registry::put_entry{"R", "k", P("n1", 2, 3), json::array({1, "x"})},
         registry::node_down{"n2", 5},
         registry::node_up{"n2", 6},
-        registry::create_registry{"R", keys::unique},
-        registry::create_registry{"D", keys::duplicate},
+        registry::create_registry{"R", keys::unique, {}, {}},
+        registry::create_registry{"D", keys::duplicate, {}, {}},
+        registry::create_registry{"O", keys::duplicate, {{"color", json("blue")}, {"n", json(1)}}, {{"R", "watcher"}}},
+        registry::create_registry{"P", keys::unique, {}, {{"R", "a"}, {"S", "b"}}},
     };
 }
 
@@ -591,7 +593,7 @@ TEST_CASE("codec: every command and result round-trips; truncation, trailing byt
             CHECK_MESSAGE(!registry::decode_envelope(std::string_view(bytes).substr(0, cut)), "cut at ", cut);
         CHECK(!registry::decode_envelope(bytes + '\0'));
         std::string bad_version = bytes;
-        bad_version[0] = 2;
+        bad_version[0] = registry::codec_version + 1;
         CHECK(!registry::decode_envelope(bad_version));
     }
     // Unknown tag: the byte after version and three u64.
@@ -601,7 +603,7 @@ TEST_CASE("codec: every command and result round-trips; truncation, trailing byt
     bytes[25] = static_cast<char>(0xff);
     CHECK(!registry::decode_envelope(bytes));
     // Unknown registry mode.
-    bytes = registry::encode(envelope{1, 1, 1, registry::create_registry{"R", keys::duplicate}});
+    bytes = registry::encode(envelope{1, 1, 1, registry::create_registry{"R", keys::duplicate, {}, {}}});
     bytes.back() = 2;
     CHECK(!registry::decode_envelope(bytes));
     // An optional flag other than 0/1 (unregister_match's guards flag is the last byte here).
@@ -744,7 +746,13 @@ struct command_source {
                 else e.cmd = registry::node_up{"n" + std::to_string(n), pick(epochs[n] + 1)};  // maybe stale
                 break;
             }
-            default: e.cmd = registry::create_registry{name(), pick(2) ? keys::unique : keys::duplicate}; break;
+            default: {
+                registry::create_registry c{name(), pick(2) ? keys::unique : keys::duplicate, {}, {}};
+                if (pick(3) == 0) c.meta.emplace_back("m", json(pick(5)));  // options, sometimes
+                if (pick(3) == 0) c.listeners.push_back({name(), "listener"});
+                e.cmd = std::move(c);
+                break;
+            }
         }
         return registry::encode(e);
     }
@@ -855,7 +863,7 @@ TEST_CASE("determinism: two state machines fed the same 10,000 random commands a
     std::map<errc, int> codes;
     // U unique and D duplicate from the start (the stream's own creates race otherwise).
     for (auto [name, mode] : {std::pair{"U", keys::unique}, std::pair{"D", keys::duplicate}}) {
-        const raft::entry e{1, 0, raft::entry_type::normal, registry::encode(envelope{0, 0, 0, registry::create_registry{name, mode}})};
+        const raft::entry e{1, 0, raft::entry_type::normal, registry::encode(envelope{0, 0, 0, registry::create_registry{name, mode, {}, {}}})};
         REQUIRE(a.apply(e) == b.apply(e));
     }
     for (std::uint64_t i = 1; i <= 10000; ++i) {
@@ -878,4 +886,98 @@ TEST_CASE("determinism: two state machines fed the same 10,000 random commands a
     state_machine c;
     c.restore(a.snapshot());
     CHECK(c.snapshot() == a.snapshot());
+}
+
+TEST_CASE("create_registry carries Elixir's start options: meta and listeners; again with the same mode is ok") {
+    harness h;
+    const registry::create_registry c{"L", keys::duplicate, {{"color", json("blue")}, {"n", json(1)}}, {{"R", "watcher"}}};
+    CHECK(h.run(c) == result{});
+    CHECK(h.sm.meta("L", "color") == json("blue"));
+    CHECK(h.sm.meta("L", "n") == json(1));
+    CHECK(h.sm.listeners("L") == std::vector<registry::process_name>{{"R", "watcher"}});
+    CHECK(h.sm.listeners("nope").empty());
+    // Again with the same mode: ok, and the registry keeps its own options.
+    CHECK(h.run(registry::create_registry{"L", keys::duplicate, {{"color", json("red")}}, {}}) == result{});
+    CHECK(h.sm.meta("L", "color") == json("blue"));
+    CHECK(h.sm.listeners("L").size() == 1);
+    CHECK(h.run(registry::create_registry{"L", keys::unique, {}, {}}).code == errc::invalid_argument);
+    // Bad options are refused and create nothing.
+    CHECK(h.run(registry::create_registry{"M", keys::unique, {{"", json(1)}}, {}}).code == errc::invalid_argument);
+    CHECK(h.run(registry::create_registry{"M", keys::unique, {}, {{"", "k"}}}).code == errc::invalid_argument);
+    CHECK(h.run(registry::create_registry{"M", keys::unique, {}, {{"R", ""}}}).code == errc::invalid_argument);
+    registry::create_registry many{"M", keys::unique, {}, {}};
+    for (std::size_t i = 0; i <= registry::max_listeners; ++i) many.listeners.push_back({"R", "w" + std::to_string(i)});
+    CHECK(h.run(many).code == errc::invalid_argument);
+    CHECK(!h.sm.mode("M"));
+    // The options survive a snapshot.
+    state_machine copy;
+    copy.restore(h.sm.snapshot());
+    CHECK(copy.listeners("L") == h.sm.listeners("L"));
+    CHECK(copy.meta("L", "n") == json(1));
+    CHECK(copy.snapshot() == h.sm.snapshot());
+}
+
+TEST_CASE("create_registry of codec version 1 (before options existed) still decodes, with no options") {
+    const registry::create_registry plain{"R", keys::unique, {}, {}};
+    std::string old_form;  // what a log written before options existed holds
+    {
+        registry::detail::writer w(old_form);
+        w.u8(1);
+        w.u64(1);
+        w.u64(2);
+        w.u64(3);
+        w.u8(9);
+        w.bytes("R");
+        w.u8(0);
+    }
+    auto decoded = registry::decode_envelope(old_form);
+    REQUIRE(decoded);
+    CHECK(*decoded == envelope{1, 2, 3, plain});
+    CHECK(registry::leader_time_of(old_form) == 3u);
+    // Version 1 has no options block: one after the mode is a trailing byte.
+    std::string with_options = old_form;
+    {
+        registry::detail::writer w(with_options);
+        w.u32(0);
+        w.u32(0);
+    }
+    CHECK(!registry::decode_envelope(with_options));
+    // Version 2 has it always.
+    with_options[0] = 2;
+    CHECK(registry::decode_envelope(with_options) == envelope{1, 2, 3, plain});
+    CHECK(registry::encode(envelope{1, 2, 3, plain}) == with_options);
+    old_form[0] = 2;
+    CHECK(!registry::decode_envelope(old_form));
+}
+
+TEST_CASE("a snapshot of format version 1 (before listeners) still restores") {
+    std::string body;
+    {
+        registry::detail::writer w(body);
+        w.u64(5);   // now_ms
+        w.u64(0);   // next_tick
+        w.u32(0);   // nodes
+        w.u32(1);   // registries
+        w.bytes("R");
+        w.u8(1);    // duplicate
+        w.u32(0);   // keys
+        w.u32(1);   // meta
+        w.bytes("m");
+        registry::detail::put_json(w, json("v"));
+        w.u32(0);   // sessions
+    }
+    std::string image;
+    {
+        registry::detail::writer w(image);
+        w.u32(registry::snapshot_magic);
+        w.u32(1);
+        w.u32(raregistry::detail::crc32c(body));
+    }
+    image += body;
+    state_machine sm;
+    sm.restore(image);
+    CHECK(sm.mode("R") == keys::duplicate);
+    CHECK(sm.meta("R", "m") == json("v"));
+    CHECK(sm.listeners("R").empty());
+    CHECK(sm.now_ms() == 5);
 }
