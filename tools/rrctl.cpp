@@ -4,6 +4,10 @@
 //     status | members | health | metrics
 //     lookup REGISTRY KEY [linearizable|lease|local]
 //     list REGISTRY [PREFIX] [LIMIT]
+//     select REGISTRY JSON_SPEC [count]       Elixir's select/2 (count: count_select/2) with a
+//                                             match spec on [key, pid, value], e.g.
+//                                             '[[["$1", "_", "_"], [], ["$1"]]]' lists the keys
+//     create REGISTRY unique|duplicate [JSON_META]  (needs the token)
 //     register REGISTRY KEY JSON_VALUE        (needs the token)
 //     unregister REGISTRY KEY                 (needs the token)
 //     start REGISTRY KEY [JSON_ARGS]          starts a named record server (needs the token)
@@ -45,6 +49,7 @@ int usage(const std::string& why) {
                  "usage: rrctl [--node HOST:PORT] [--token TOKEN] [--json] COMMAND ...\n"
                  "  status | members | health | metrics\n"
                  "  lookup REGISTRY KEY [linearizable|lease|local] | list REGISTRY [PREFIX] [LIMIT]\n"
+                 "  select REGISTRY JSON_SPEC [count] | create REGISTRY unique|duplicate [JSON_META]\n"
                  "  register REGISTRY KEY JSON_VALUE | unregister REGISTRY KEY\n"
                  "  start REGISTRY KEY [JSON_ARGS] | call REGISTRY KEY JSON_REQUEST | cast REGISTRY KEY JSON_MESSAGE\n"
                  "  transfer-leader [MEMBER] | add-member NAME HOST:PORT | remove-member NAME | force-leader\n"
@@ -146,6 +151,10 @@ void print_human(const std::string& cmd, const json& j) {
         for (const auto& e : j["entries"]) std::printf("%s  %s\n", cell(e["pid"]).c_str(), e["value"].dump().c_str());
     } else if (cmd == "list") {
         for (const auto& k : j["keys"]) std::printf("%s\n", cell(k).c_str());
+    } else if (cmd == "select" && j.contains("results")) {
+        for (const auto& x : j["results"]) std::printf("%s\n", x.dump().c_str());
+    } else if (cmd == "select" && j.contains("count")) {
+        std::printf("%s\n", cell(j["count"]).c_str());
     } else if (cmd == "register" || cmd == "start") {
         std::printf("%s\n", cell(j["pid"]).c_str());
     } else if (cmd == "call") {
@@ -188,6 +197,16 @@ int main(int argc, char** argv) {
         std::string target = "/v1/registries/" + encode(args[1]) + "?prefix=" + (n > 2 ? encode(args[2]) : "");
         if (n == 4) target += "&limit=" + encode(args[3]);
         r = request(node, "GET", target, token);
+    } else if (cmd == "select" && (n == 3 || (n == 4 && args[3] == "count"))) {
+        auto spec = json_arg("the match spec", args[2]);
+        if (!spec) return 2;
+        r = request(node, "POST", "/v1/registries/" + encode(args[1]) + "/select", token,
+                    "{\"spec\":" + *spec + (n == 4 ? ",\"count\":true}" : "}"));
+    } else if (cmd == "create" && (n == 3 || n == 4) && (args[2] == "unique" || args[2] == "duplicate")) {
+        auto meta = json_arg("the metadata", n == 4 ? args[3] : "{}");
+        if (!meta) return 2;
+        r = request(node, "POST", "/v1/registries/" + encode(args[1]), token,
+                    "{\"keys\":\"" + args[2] + "\",\"meta\":" + *meta + "}");
     } else if (cmd == "register" && n == 4) {
         auto v = json_arg("the value", args[3]);
         if (!v) return 2;

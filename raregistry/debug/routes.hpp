@@ -14,6 +14,12 @@
 //   POST   /v1/registries/{name}                  body {"keys":"unique"|"duplicate", "meta":{...}} (meta
 //                                                 optional): creates the registry; 200, 409 if it exists
 //                                                 with the other mode (idempotent otherwise)
+//   POST   /v1/registries/{name}/select           body {"spec": [...], "count": false, "limit": N}: Elixir's
+//                                                 select/2 with a match spec (registry/match_spec.hpp) on
+//                                                 [key, pid, value]: {"results": [...]} (linearizable; limit
+//                                                 <= 10000, default 1000), or with "count": true count_select/2:
+//                                                 {"count": N}; 400 names what is wrong with a malformed spec.
+//                                                 A read, but it has a body: the token is needed to send one
 //   PUT    /v1/registries/{name}/keys/{key}       body {"value": ...}: registers under the node's own
 //                                                 process; 200 {"pid":...}, 409 {"error","owner","pid"} if
 //                                                 taken; errors carry the "pid" it acted for. Idempotent:
@@ -328,6 +334,29 @@ inline http_handler routes(tcp_node& node) {
                         respond(http_response::json(
                             200, {{"keys", node.replica().state().keys_with_prefix(name, prefix, limit)}}));
                     });
+            }
+            if (seg.size() == 4 && seg[3] == "select") {
+                if (req.method != "POST") return not_allowed("select takes POST", "POST");
+                json body = parse_body(false);
+                if (body.is_discarded() || !body.is_object() || !body.contains("spec"))
+                    return fail(400, "the body must be {\"spec\": [...]}" + (body_problem.empty() ? "" : ": " + body_problem));
+                std::string why;
+                if (!registry::match_spec::compile(body["spec"], &why)) return fail(400, "malformed match spec: " + why);
+                const json count = body.value("count", json(false)), limit = body.value("limit", json(1000));
+                if (!count.is_boolean()) return fail(400, "\"count\" must be true or false");
+                if (!limit.is_number_integer() || limit.get<std::int64_t>() < 1 || limit.get<std::int64_t>() > 10000)
+                    return fail(400, "\"limit\" must be a number from 1 to 10000");
+                if (count.get<bool>())
+                    return reg->async_count_select(body["spec"], [respond](std::error_code ec, std::size_t n) {
+                        if (ec) return respond(detail::failure(ec));
+                        respond(http_response::json(200, {{"count", n}}));
+                    });
+                const auto max = static_cast<std::size_t>(limit.get<std::int64_t>());
+                return reg->async_select(body["spec"], [respond, max](std::error_code ec, std::vector<json> results) {
+                    if (ec) return respond(detail::failure(ec));
+                    if (results.size() > max) results.resize(max);
+                    respond(http_response::json(200, {{"results", std::move(results)}}));
+                });
             }
             if ((seg.size() == 5 || seg.size() == 6) && seg[3] == "servers") {
                 if (req.method != "POST") return not_allowed("servers take POST", "POST");

@@ -168,6 +168,16 @@ struct put_entry {
     friend bool operator==(const put_entry&, const put_entry&) = default;
 };
 
+/// Removes `owner`'s entries under `key` whose value a clause of match specification `spec`
+/// matches (see match_spec.hpp; a malformed spec is invalid_argument). `removed` counts them.
+struct unregister_select {
+    std::string registry;
+    std::string key;
+    pid owner;
+    json spec;
+    friend bool operator==(const unregister_select&, const unregister_select&) = default;
+};
+
 /// Opens a client session (its seq 1) and does nothing else. A session's commands start at
 /// seq 2, so that no command is the first of its session: if the session is dropped while a
 /// command is retried, the retry is refused (session_expired), never run a second time.
@@ -178,7 +188,8 @@ struct open_session {
 /// One command. The variant index is the tag on the wire (0-based, in this order); never
 /// reorder, only append.
 using command = std::variant<register_key, unregister, unregister_match, compare_and_set, put_meta,
-                             delete_meta, process_down, node_down, node_up, create_registry, open_session, put_entry>;
+                             delete_meta, process_down, node_down, node_up, create_registry, open_session, put_entry,
+                             unregister_select>;
 
 /// A command with its client session and the leader's clock reading.
 struct envelope {
@@ -350,6 +361,11 @@ inline void put_command(writer& w, const command& c) {
                 w.bytes(x.registry);
                 w.bytes(x.key);
                 put_json(w, x.value);
+            } else if constexpr (std::is_same_v<T, unregister_select>) {
+                w.bytes(x.registry);
+                w.bytes(x.key);
+                put_pid(w, x.owner);
+                put_json(w, x.spec);
             } else if constexpr (std::is_same_v<T, delete_meta>) {
                 w.bytes(x.registry);
                 w.bytes(x.key);
@@ -470,6 +486,14 @@ inline command get_command(reader& r, std::uint8_t version) {
         }
         case 10: return open_session{};
         case 11: return get_registration<put_entry>(r);
+        case 12: {
+            unregister_select x;
+            x.registry = r.bytes();
+            x.key = r.bytes();
+            x.owner = get_pid(r);
+            x.spec = get_json(r);
+            return x;
+        }
         default: r.fail(); return {};
     }
 }

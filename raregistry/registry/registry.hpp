@@ -201,6 +201,21 @@ public:
         });
     }
 
+    /// Removes the owner's registrations under `key` whose value a clause of match
+    /// specification `spec` matches (see match_spec.hpp). Completes with whether it removed
+    /// any; invalid_argument for a malformed spec (match_spec::compile says what is wrong).
+    template <class Token>
+    auto async_unregister_match(std::string key, json spec, Token&& token) {
+        return run<bool>(std::forward<Token>(token), [self = *this, key = std::move(key), spec = std::move(spec)](auto done) mutable {
+            if (auto ec = check_key(key)) return done(ec, false);
+            if (!match_spec::compile(spec)) return done(errc::invalid_argument, false);
+            self.write(unregister_select{self.name_, key, self.owner(), spec}, [done](std::error_code ec, result r) {
+                if (!ec && r.code != errc::not_registered) ec = r.code;
+                done(ec, !ec && r.removed > 0);
+            });
+        });
+    }
+
     /// Replaces the owner's value under `key` with fn(current) (Elixir's update_value/3, unique
     /// registries only): read, compute here, compare-and-set, retry on conflict. not_registered
     /// when the owner holds no such key.
@@ -247,16 +262,62 @@ public:
     }
 
     /// The entries under `key` whose value matches `pattern` and `guards` (Elixir's match/4).
-    /// Patterns: "_" matches anything, objects match when every listed member matches, arrays
-    /// element by element, anything else only the same term (strictly: 1 does not match 1.0).
-    /// Guards: [[op, json_pointer, operand], ...] with op one of == != < <= > >= === !==, e.g.
-    /// [[">", "/load", 3]]; "==" compares numbers by value, "===" strictly.
+    /// Patterns: "_" matches anything, "$1".."$9" bind, objects match when every listed member
+    /// matches, arrays element by element, anything else only the same term (strictly: 1 does
+    /// not match 1.0). Guards: match_spec guard expressions, e.g. [[">", "/load", 3]] or, with
+    /// pattern {"load": "$1"}, [["andalso", [">", "$1", 3], ["is_integer", "$1"]]]; "=="
+    /// compares numbers by value, "===" strictly (see match_spec.hpp).
     template <class Token>
     auto async_match(std::string key, json pattern, std::optional<json> guards, Token&& token) {
         if (auto ec = check_guards(guards)) return fail<std::vector<entry>>(std::forward<Token>(token), ec);
         return read<std::vector<entry>>(std::forward<Token>(token), [key = std::move(key), pattern = std::move(pattern),
                                                                      guards = std::move(guards)](const registry_handle& h) {
             return detail::to_entries(h.r_->state().match(h.name_, key, pattern, guards));
+        });
+    }
+
+    /// The entries under `key` whose value a clause of match specification `spec` matches
+    /// (its pattern and guards; see match_spec.hpp), e.g. [[{"load": "$1"}, [["<", "$1", 3]], ["$_"]]].
+    /// invalid_argument for a malformed spec.
+    template <class Token>
+    auto async_match(std::string key, json spec, Token&& token) {
+        auto compiled = match_spec::compile(spec);
+        if (!compiled) return fail<std::vector<entry>>(std::forward<Token>(token), errc::invalid_argument);
+        return read<std::vector<entry>>(std::forward<Token>(token), [key = std::move(key), spec = std::move(*compiled)](const registry_handle& h) {
+            return detail::to_entries(h.r_->state().match(h.name_, key, spec));
+        });
+    }
+
+    /// How many entries under `key` match specification `spec`.
+    template <class Token>
+    auto async_count_match(std::string key, json spec, Token&& token) {
+        auto compiled = match_spec::compile(spec);
+        if (!compiled) return fail<std::size_t>(std::forward<Token>(token), errc::invalid_argument);
+        return read<std::size_t>(std::forward<Token>(token), [key = std::move(key), spec = std::move(*compiled)](const registry_handle& h) {
+            return h.r_->state().match(h.name_, key, spec).size();
+        });
+    }
+
+    /// Elixir's select/2 with a full match specification: for each entry, in key then pid
+    /// order, the body result of the first clause matching [key, "pid", value], e.g.
+    /// [[["$1", "_", {"role": "worker"}], [], ["$1"]]] gives the keys of the workers.
+    /// invalid_argument for a malformed spec.
+    template <class Token>
+    auto async_select(json spec, Token&& token) {
+        auto compiled = match_spec::compile(spec);
+        if (!compiled) return fail<std::vector<json>>(std::forward<Token>(token), errc::invalid_argument);
+        return read<std::vector<json>>(std::forward<Token>(token), [spec = std::move(*compiled)](const registry_handle& h) {
+            return h.r_->state().select(h.name_, spec);
+        });
+    }
+
+    /// Elixir's count_select/2: how many entries `spec`'s result is `true` for (bodies [true]).
+    template <class Token>
+    auto async_count_select(json spec, Token&& token) {
+        auto compiled = match_spec::compile(spec);
+        if (!compiled) return fail<std::size_t>(std::forward<Token>(token), errc::invalid_argument);
+        return read<std::size_t>(std::forward<Token>(token), [spec = std::move(*compiled)](const registry_handle& h) {
+            return h.r_->state().count_select(h.name_, spec);
         });
     }
 

@@ -42,6 +42,7 @@
 #include <raregistry/error.hpp>
 #include <raregistry/raft/types.hpp>
 #include <raregistry/registry/command.hpp>
+#include <raregistry/registry/match_spec.hpp>
 #include <raregistry/registry/pid.hpp>
 #include <raregistry/transport/concepts.hpp>
 
@@ -89,108 +90,25 @@ inline constexpr std::uint32_t snapshot_format_version = 2;
 /// First four bytes of a snapshot: "RRSM" read as a little-endian u32.
 inline constexpr std::uint32_t snapshot_magic = 0x4d535252;
 
-/// Whether `a` and `b` are the same term, as Elixir's `===`: numbers are equal only when both
-/// are integers or both are floats, with the same value (1 and 1.0 differ); arrays and
-/// objects are equal element by element.
-inline bool strictly_equal(const json& a, const json& b) {
-    if (a.is_number() && b.is_number()) return a.is_number_float() == b.is_number_float() && a == b;
-    if (a.type() != b.type()) return false;
-    if (a.is_array()) {
-        if (a.size() != b.size()) return false;
-        for (std::size_t i = 0; i < a.size(); ++i)
-            if (!strictly_equal(a[i], b[i])) return false;
-        return true;
-    }
-    if (a.is_object()) {
-        if (a.size() != b.size()) return false;
-        for (auto it = a.begin(); it != a.end(); ++it) {
-            auto other = b.find(it.key());
-            if (other == b.end() || !strictly_equal(it.value(), *other)) return false;
-        }
-        return true;
-    }
-    return a == b;
-}
-
-/// Whether `value` matches `pattern`, as Elixir's `=`. The string "_" matches anything; an
-/// object matches an object holding at least the pattern's keys, each matching (as Elixir
-/// map patterns); an array matches an array of the same length, element by element; any
-/// other pattern matches only the same term (strictly: 1 does not match 1.0).
-///   matches("_", anything)                                  -> true
+/// Whether `value` matches `pattern`, as Elixir's `=` (see match_spec.hpp: "_" matches
+/// anything, "$1".."$9" bind, objects match at least their keys, arrays element by element,
+/// anything else strictly: 1 does not match 1.0). A malformed pattern matches nothing.
 ///   matches({"role":"_"}, {"role":"db","zone":"a"})         -> true
-///   matches({"role":"web"}, {"role":"db"})                  -> false
-///   matches([1,"_"], [1,{"x":2}])                           -> true
-///   matches([1,"_"], [1,2,3])                               -> false
+///   matches(["$1","$1"], [2, 2])                            -> true
 ///   matches(1, 1.0)                                         -> false
 inline bool matches(const json& pattern, const json& value) {
-    if (pattern.is_string() && pattern.get_ref<const std::string&>() == "_") return true;
-    if (pattern.is_object()) {
-        if (!value.is_object()) return false;
-        for (auto it = pattern.begin(); it != pattern.end(); ++it) {
-            auto v = value.find(it.key());
-            if (v == value.end() || !matches(it.value(), *v)) return false;
-        }
-        return true;
-    }
-    if (pattern.is_array()) {
-        if (!value.is_array() || value.size() != pattern.size()) return false;
-        for (std::size_t i = 0; i < pattern.size(); ++i)
-            if (!matches(pattern[i], value[i])) return false;
-        return true;
-    }
-    return strictly_equal(pattern, value);
+    auto spec = match_spec::from_pattern(pattern, std::nullopt);
+    return spec && spec->matches(value);
 }
 
-/// Whether every guard holds for `value`; nothing if `guards` is malformed.
-///
-/// Guards are an array of conditions [op, path, operand]: op one of "==", "!=", "<", "<=",
-/// ">", ">=", "===", "!=="; path a JSON pointer into the value ("" is the value itself). As
-/// in Elixir, "==" compares numbers by value (1 == 1.0) and "===" strictly (1 !== 1.0). A
-/// condition on a missing path is false; ordering compares numbers with numbers and strings
-/// with strings only (anything else is false). [] always holds.
+/// Whether every guard holds for `value`; nothing if `guards` is malformed. Guards are a list
+/// of match_spec guard expressions whose pointers address the value, e.g.
 ///   guards_hold([[">", "/n", 3]], {"n": 5})                  -> true
 ///   guards_hold([["==", "", "x"], ["!=", "/a", 1]], "x")    -> false ("/a" is missing)
 inline std::optional<bool> guards_hold(const json& guards, const json& value) {
-    if (!guards.is_array()) return std::nullopt;
-    bool all = true;
-    for (const auto& g : guards) {
-        if (!g.is_array() || g.size() != 3 || !g[0].is_string() || !g[1].is_string()) return std::nullopt;
-        const auto& op = g[0].get_ref<const std::string&>();
-        static constexpr std::string_view ops[] = {"==", "!=", "<", "<=", ">", ">=", "===", "!=="};
-        std::size_t k = 0;
-        while (k < std::size(ops) && ops[k] != op) ++k;
-        if (k == std::size(ops)) return std::nullopt;
-        json::json_pointer ptr;
-        try {
-            ptr = json::json_pointer(g[1].get<std::string>());
-        } catch (const json::exception&) {
-            return std::nullopt;
-        }
-        if (!all) continue;  // keep checking that the rest is well-formed
-        const json* v = nullptr;
-        try {
-            if (value.contains(ptr)) v = &value.at(ptr);
-        } catch (const json::exception&) {
-            v = nullptr;
-        }
-        const json& x = g[2];
-        bool holds = false;
-        if (v != nullptr) {
-            const bool comparable = (v->is_number() && x.is_number()) || (v->is_string() && x.is_string());
-            switch (k) {
-                case 0: holds = *v == x; break;
-                case 1: holds = *v != x; break;
-                case 2: holds = comparable && *v < x; break;
-                case 3: holds = comparable && *v <= x; break;
-                case 4: holds = comparable && *v > x; break;
-                case 5: holds = comparable && *v >= x; break;
-                case 6: holds = strictly_equal(*v, x); break;
-                default: holds = !strictly_equal(*v, x); break;
-            }
-        }
-        all = all && holds;
-    }
-    return all;
+    auto spec = match_spec::from_pattern("_", guards);
+    if (!spec) return std::nullopt;
+    return spec->matches(value);
 }
 
 /// A registration appearing or disappearing, as a listener sees it (Elixir's listeners).
@@ -382,13 +300,42 @@ public:
     /// `guards` (see guards_hold(); malformed guards match nothing), sorted by pid.
     std::vector<std::pair<pid, json>> match(std::string_view reg, std::string_view key, const json& pattern,
                                             const std::optional<json>& guards = std::nullopt) const {
+        auto spec = match_spec::from_pattern(pattern, guards);
+        return spec ? match(reg, key, *spec) : std::vector<std::pair<pid, json>>{};
+    }
+
+    /// The {pid, value} entries under `key` whose value some clause of `spec` matches
+    /// (pattern and guards; bodies are not used), sorted by pid.
+    std::vector<std::pair<pid, json>> match(std::string_view reg, std::string_view key, const match_spec& spec) const {
         std::vector<std::pair<pid, json>> out;
-        const auto* owners = find_owners(reg, key);
-        if (owners == nullptr) return out;
-        for (const auto& [p, value] : *owners)
-            if (matches(pattern, value) && (!guards || guards_hold(*guards, value) == std::optional<bool>(true)))
-                out.emplace_back(p, value);
+        if (const auto* owners = find_owners(reg, key))
+            for (const auto& [p, value] : *owners)
+                if (spec.matches(value)) out.emplace_back(p, value);
         return out;
+    }
+
+    /// Elixir's select/2: for every entry, in key then pid order, the result of the first
+    /// clause of `spec` that matches the term [key, "node.epoch.serial", value]; at most
+    /// `limit` results.
+    std::vector<json> select(std::string_view reg, const match_spec& spec,
+                             std::size_t limit = std::numeric_limits<std::size_t>::max()) const {
+        std::vector<json> out;
+        for_each_term(reg, [&](const json& term) {
+            if (out.size() >= limit) return false;
+            if (auto r = spec.run(term)) out.push_back(std::move(*r));
+            return true;
+        });
+        return out;
+    }
+
+    /// Elixir's count_select/2: how many entries `spec` answers `true` for.
+    std::size_t count_select(std::string_view reg, const match_spec& spec) const {
+        std::size_t n = 0;
+        for_each_term(reg, [&](const json& term) {
+            if (auto r = spec.run(term); r && *r == json(true)) ++n;
+            return true;
+        });
+        return n;
     }
 
     /// One entry as select() sees it.
@@ -408,13 +355,13 @@ public:
                                  std::size_t limit = std::numeric_limits<std::size_t>::max()) const {
         std::vector<selected> out;
         const auto* r = find_registry(reg);
-        if (r == nullptr) return out;
+        auto spec = match_spec::from_pattern(pattern, guards);
+        if (r == nullptr || !spec) return out;
         for (const auto& [key, owners] : r->entries) {
             for (const auto& [p, value] : owners) {
                 if (out.size() >= limit) return out;
                 json obj = {{"key", key}, {"pid", p.to_string()}, {"value", value}};
-                if (matches(pattern, obj) && (!guards || guards_hold(*guards, obj) == std::optional<bool>(true)))
-                    out.push_back({key, p, value});
+                if (spec->matches(obj)) out.push_back({key, p, value});
             }
         }
         return out;
@@ -677,6 +624,17 @@ private:
         return cbor.size() <= max_value_bytes;
     }
 
+    /// Calls f([key, pid text, value]) for every entry, in key then pid order, while it
+    /// returns true.
+    template <class F>
+    void for_each_term(std::string_view reg, F&& f) const {
+        const auto* r = find_registry(reg);
+        if (r == nullptr) return;
+        for (const auto& [key, owners] : r->entries)
+            for (const auto& [p, value] : owners)
+                if (!f(json::array({key, p.to_string(), value}))) return;
+    }
+
     const registry_data* find_registry(std::string_view name) const {
         auto it = registries_.find(name);
         return it == registries_.end() ? nullptr : &it->second;
@@ -877,16 +835,29 @@ private:
 
     result run(const unregister_match& c) {
         if (!valid_name(c.registry) || !valid_key(c.key) || !valid_pid(c.owner) || !valid_value(c.pattern) ||
-            (c.guards && (!valid_value(*c.guards) || !guards_hold(*c.guards, json()))))
+            (c.guards && !valid_value(*c.guards)))
             return refused(errc::invalid_argument);
-        auto reg = registries_.find(c.registry);
+        auto spec = match_spec::from_pattern(c.pattern, c.guards);
+        if (!spec) return refused(errc::invalid_argument);
+        return unregister_matching(c.registry, c.key, c.owner, *spec);
+    }
+
+    result run(const unregister_select& c) {
+        if (!valid_name(c.registry) || !valid_key(c.key) || !valid_pid(c.owner) || !valid_value(c.spec))
+            return refused(errc::invalid_argument);
+        auto spec = match_spec::compile(c.spec);
+        if (!spec) return refused(errc::invalid_argument);
+        return unregister_matching(c.registry, c.key, c.owner, *spec);
+    }
+
+    /// Removes `owner`'s entries under `key` whose value `spec` matches.
+    result unregister_matching(const std::string& name, const std::string& key, const pid& owner, const match_spec& spec) {
+        auto reg = registries_.find(name);
         if (reg == registries_.end()) return refused(errc::unknown_registry);
         result r;
-        auto k = reg->second.find(c.key);
+        auto k = reg->second.find(key);
         if (k == reg->second.entries.end()) return r;
-        r.removed = erase_entries_of(reg->first, reg->second, k, c.owner, [&c](const json& value) {
-            return matches(c.pattern, value) && (!c.guards || guards_hold(*c.guards, value) == std::optional<bool>(true));
-        });
+        r.removed = erase_entries_of(reg->first, reg->second, k, owner, [&spec](const json& value) { return spec.matches(value); });
         return r;
     }
 

@@ -138,6 +138,18 @@ TEST_CASE("raregistryd: registry over HTTP from every node, node death frees nam
     CHECK(http(c.http_port(2), "POST", "/v1/registries/nope", R"({"keys":"duplicate"})", token).status == 200);
     CHECK(http(c.http_port(2), "POST", "/v1/registries/nope", R"({"keys":"unique"})", token).status == 409);
     CHECK(c.put(0, "/v1/registries/nope/keys/x", R"({"value":1})").status == 200);
+    // select and count_select with a match spec, from another node (linearizable)
+    auto sel = http(c.http_port(2), "POST", "/v1/registries/nope/select", R"({"spec": [[["$1", "_", "$2"], [["==", "$2", 1.0]], [["$1", "$2"]]]]})", token);
+    CHECK_MESSAGE(sel.status == 200, sel.body);
+    CHECK(json::parse(sel.body)["results"] == json::parse(R"([["x", 1]])"));
+    sel = http(c.http_port(1), "POST", "/v1/registries/nope/select", R"({"spec": [[["_", "_", "$1"], [["===", "$1", 1.0]], [true]]], "count": true})", token);
+    CHECK(sel.status == 200);
+    CHECK(json::parse(sel.body)["count"] == 0);
+    sel = http(c.http_port(1), "POST", "/v1/registries/nope/select", R"({"spec": [["_", [["~=", 1, 2]], [true]]]})", token);
+    CHECK(sel.status == 400);
+    CHECK(json::parse(sel.body)["error"].get<std::string>().find("unknown operator \"~=\"") != std::string::npos);
+    CHECK(http(c.http_port(1), "POST", "/v1/registries/never/select", R"({"spec": [["_", [], [true]]]})", token).status == 404);
+    CHECK(http(c.http_port(1), "POST", "/v1/registries/nope/select", R"({"spec": [["_", [], [true]]]})").status == 401);
     CHECK(http(c.http_port(2), "POST", "/v1/registries/reg", R"({"keys":"duplicate"})", token).status == 409);
     CHECK(c.get(0, "/v1/registries/reg/keys/x?consistency=sometimes").status == 400);
     CHECK(c.get(0, "/v1/registries/reg?limit=0").status == 400);

@@ -1031,3 +1031,53 @@ TEST_CASE("create from a follower with meta and listeners: every node reads the 
     f.c.sim().run_for(300'000);
     CHECK(heard.size() == 4);
 }
+
+TEST_CASE("match specs, written from a follower and read on every node: select, count_select, match, count_match, "
+          "unregister_match") {
+    fixture f(keys::duplicate);
+    const std::size_t fol = follower_of(f.c);
+    const pid me = f.reg[fol].owner();
+    REQUIRE(!f.register_(f.reg[fol], "w1", json{{"role", "worker"}, {"load", 1}}));
+    REQUIRE(!f.register_(f.reg[fol], "w1", json{{"role", "worker"}, {"load", 5}}));
+    REQUIRE(!f.register_(f.reg[(fol + 1) % 3], "db", json{{"role", "db"}, {"load", 5.0}}));
+    REQUIRE(!f.register_(f.reg[(fol + 2) % 3], "same", json("same")));
+    const json busy_workers = json::parse(R"([[["$1", "$2", {"role": "worker", "load": "$3"}], [[">", "$3", 2]], [["$1", "$2", "$3"]]]])");
+    const json key_is_value = json::parse(R"([[["$1", "_", "$1"], [], ["$1"]]])");
+    const json load_is_5 = json::parse(R"([[["_", "_", {"load": "$1"}], [["==", "$1", 5]], [true]]])");
+    const json light = json::parse(R"([[{"load": "$1"}, [["andalso", ["is_integer", "$1"], ["<", "$1", 3]]], ["$_"]]])");
+    const json any = json::parse(R"([["_", [], [true]]])");
+    for (std::size_t i = 0; i < 3; ++i) {
+        auto& r = f.reg[i];
+        auto sel = await<std::vector<json>>(f.c, [&](auto cb) { r.async_select(busy_workers, cb); });
+        auto same = await<std::vector<json>>(f.c, [&](auto cb) { r.async_select(key_is_value, cb); });
+        auto fives = await<std::size_t>(f.c, [&](auto cb) { r.async_count_select(load_is_5, cb); });
+        auto lights = await<entries>(f.c, [&](auto cb) { r.async_match("w1", light, cb); });
+        auto all = await<std::size_t>(f.c, [&](auto cb) { r.async_count_match("w1", any, cb); });
+        REQUIRE((sel && same && fives && lights && all));
+        CHECK(std::get<1>(*sel) == std::vector<json>{json::array({"w1", me.to_string(), 5})});
+        CHECK(std::get<1>(*same) == std::vector<json>{"same"});
+        CHECK(std::get<1>(*fives) == 2);  // 5 and 5.0: == compares by value
+        REQUIRE(std::get<1>(*lights).size() == 1);
+        CHECK(std::get<1>(*lights)[0].value["load"] == 1);
+        CHECK(std::get<1>(*all) == 2);
+    }
+    // A malformed spec is refused before anything runs, by every operation.
+    const json bad = json::parse(R"([["_", [["~=", 1, 2]], [true]]])");
+    auto s1 = await<std::vector<json>>(f.c, [&](auto cb) { f.reg[0].async_select(bad, cb); });
+    auto s2 = await<bool>(f.c, [&](auto cb) { f.reg[fol].async_unregister_match("w1", bad, cb); });
+    REQUIRE((s1 && s2));
+    CHECK(std::get<0>(*s1) == errc::invalid_argument);
+    CHECK(std::get<0>(*s2) == errc::invalid_argument);
+    // unregister_match with a spec: strictly 5 removes the one entry with 5, not the 1.
+    auto gone = await<bool>(f.c, [&](auto cb) {
+        f.reg[fol].async_unregister_match("w1", json::parse(R"([[{"load": "$1"}, [["===", "$1", 5]], [true]]])"), cb);
+    });
+    REQUIRE(gone);
+    CHECK(!std::get<0>(*gone));
+    CHECK(std::get<1>(*gone));
+    for (auto& r : f.reg) {
+        auto left = await<std::vector<json>>(f.c, [&](auto cb) { r.async_values("w1", me, cb); });
+        REQUIRE(left);
+        CHECK(std::get<1>(*left) == std::vector<json>{json{{"role", "worker"}, {"load", 1}}});
+    }
+}

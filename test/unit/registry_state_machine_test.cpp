@@ -79,6 +79,7 @@ std::vector<registry::command> every_command() {
         registry::create_registry{"D", keys::duplicate, {}, {}},
         registry::create_registry{"O", keys::duplicate, {{"color", json("blue")}, {"n", json(1)}}, {{"R", "watcher"}}},
         registry::create_registry{"P", keys::unique, {}, {{"R", "a"}, {"S", "b"}}},
+        registry::unregister_select{"R", "k", P("n1", 2, 3), json::parse(R"([["$1", [[">", "$1", 0]], ["$_"]]])")},
     };
 }
 
@@ -308,7 +309,7 @@ TEST_CASE("patterns and guards") {
     CHECK(guards_hold(json::array({json::array({">=", "/0", 2})}), json::array({2})) == true);
     CHECK(guards_hold(json::array({json::array({"<=", "/x/y", 2})}), json::array({2})) == false);
     CHECK(!guards_hold(json::array({json::array({"~", "/n", 3})}), json(1)));
-    CHECK(!guards_hold(json::array({json::array({"==", "no-slash", 3})}), json(1)));
+    CHECK(guards_hold(json::array({json::array({"==", "no-slash", 3})}), json(1)) == false);  // a string literal, not a pointer
     CHECK(!guards_hold(json::array({json::array({"==", "/n"})}), json(1)));
     CHECK(!guards_hold(json{{"op", "=="}}, json(1)));
 
@@ -980,4 +981,157 @@ TEST_CASE("a snapshot of format version 1 (before listeners) still restores") {
     CHECK(sm.meta("R", "m") == json("v"));
     CHECK(sm.listeners("R").empty());
     CHECK(sm.now_ms() == 5);
+}
+
+// ---- match specifications (match_spec.hpp) ----
+
+namespace {
+
+json run_spec(const json& spec, const json& term) {
+    std::string why;
+    auto s = registry::match_spec::compile(spec, &why);
+    REQUIRE_MESSAGE(s, why);
+    auto r = s->run(term);
+    return r ? *r : json("<no match>");
+}
+
+std::string spec_error(const json& spec) {
+    std::string why;
+    CHECK(!registry::match_spec::compile(spec, &why));
+    return why;
+}
+
+}  // namespace
+
+TEST_CASE("match specs: variables bind once and compare strictly, as Elixir's {:\"$1\", :_, :\"$1\"}") {
+    const json key_is_value = json::parse(R"([[["$1", "_", "$1"], [], ["$_"]]])");
+    CHECK(run_spec(key_is_value, json::parse(R"(["a", "n1.1.1", "a"])")) == json::parse(R"(["a", "n1.1.1", "a"])"));
+    CHECK(run_spec(key_is_value, json::parse(R"(["a", "n1.1.1", "b"])")) == "<no match>");
+    CHECK(run_spec(json::parse(R"([[["$1", "$1"], [], [true]]])"), json::parse("[1, 1.0]")) == "<no match>");  // strict
+    CHECK(run_spec(json::parse(R"([[["$1", "$1"], [], [true]]])"), json::parse("[[1, {\"a\": 2}], [1, {\"a\": 2}]]")) == true);
+    // Patterns are strict: 1 does not match 1.0; objects match at least their keys.
+    CHECK(run_spec(json::parse(R"([[1, [], [true]]])"), json(1.0)) == "<no match>");
+    CHECK(run_spec(json::parse(R"([[{"role": "$1"}, [], ["$1"]]])"), json::parse(R"({"role": "db", "zone": "a"})")) == "db");
+    CHECK(run_spec(json::parse(R"([[[1, "_"], [], [true]]])"), json::parse("[1, 2, 3]")) == "<no match>");
+}
+
+TEST_CASE("match specs: guards compare like Elixir (== by value, === strictly, Erlang's term order across types)") {
+    auto holds = [](const json& guard, const json& value) {
+        return run_spec(json::array({json::array({"$1", json::array({guard}), json::array({true})})}), value) == json(true);
+    };
+    CHECK(holds(json::parse(R"(["==", "$1", 1])"), json(1.0)));
+    CHECK(!holds(json::parse(R"(["===", "$1", 1])"), json(1.0)));
+    CHECK(holds(json::parse(R"(["!==", "$1", 1])"), json(1.0)));
+    CHECK(holds(json::parse(R"(["==", "$1", [1, {"a": 2}]])"), json::parse(R"([1.0, {"a": 2.0}])")));
+    // number < atom (false < nil < true) < map < list < binary
+    const json ordered = json::parse(R"([-5, 2.5, 3, false, null, true, {"z": 1}, {"a": 1, "b": 0}, [], [1], [1, 0], "", "a", "b"])");
+    for (std::size_t i = 0; i + 1 < ordered.size(); ++i) {
+        CHECK_MESSAGE(holds(json::array({"<", "$1", json{{"const", ordered[i + 1]}}}), ordered[i]), ordered[i].dump() << " < " << ordered[i + 1].dump());
+        CHECK(holds(json::array({">=", "$1", json{{"const", ordered[i]}}}), ordered[i + 1]));
+        CHECK(!holds(json::array({"=<", "$1", json{{"const", ordered[i]}}}), ordered[i + 1]));
+    }
+    CHECK(holds(json::parse(R"(["<=", "$1", 3])"), json(3.0)));
+    CHECK(holds(json::parse(R"(["<", "$1", 18446744073709551615])"), json(-1)));
+    CHECK(holds(json::parse(R"(["<", "$1", 18446744073709551615])"), json(std::int64_t{9007199254740993})));
+    // type tests, sizes, element
+    CHECK(holds(json::parse(R"(["is_integer", "$1"])"), json(1)));
+    CHECK(!holds(json::parse(R"(["is_integer", "$1"])"), json(1.0)));
+    CHECK(holds(json::parse(R"(["is_float", "$1"])"), json(1.0)));
+    CHECK(holds(json::parse(R"(["is_number", "$1"])"), json(1.0)));
+    CHECK(holds(json::parse(R"(["is_binary", "$1"])"), json("x")));
+    CHECK(holds(json::parse(R"(["is_boolean", "$1"])"), json(false)));
+    CHECK(holds(json::parse(R"(["is_list", "$1"])"), json::array()));
+    CHECK(holds(json::parse(R"(["is_map", "$1"])"), json::object()));
+    CHECK(holds(json::parse(R"(["is_nil", "$1"])"), json(nullptr)));
+    CHECK(holds(json::parse(R"(["==", ["map_size", "$1"], 2])"), json::parse(R"({"a": 1, "b": 2})")));
+    CHECK(holds(json::parse(R"(["==", ["length", "$1"], 3])"), json::parse("[0, 0, 0]")));
+    CHECK(holds(json::parse(R"(["==", ["element", 2, "$1"], "y"])"), json::parse(R"(["x", "y"])")));
+    CHECK(!holds(json::parse(R"(["==", ["element", 3, "$1"], "y"])"), json::parse(R"(["x", "y"])")));  // out of range: false
+    // booleans: and/or evaluate everything, andalso/orelse stop early; a failing guard is false
+    CHECK(holds(json::parse(R"(["andalso", ["is_map", "$1"], [">", ["map_size", "$1"], 0]])"), json::parse(R"({"a": 1})")));
+    CHECK(!holds(json::parse(R"(["andalso", ["is_map", "$1"], [">", ["map_size", "$1"], 0]])"), json(7)));
+    CHECK(holds(json::parse(R"(["orelse", ["is_integer", "$1"], ["==", ["map_size", "$1"], 0]])"), json(7)));
+    CHECK(!holds(json::parse(R"(["or", ["is_integer", "$1"], ["==", ["map_size", "$1"], 0]])"), json(7)));  // map_size(7) fails
+    CHECK(holds(json::parse(R"(["not", ["is_nil", "$1"]])"), json(0)));
+    CHECK(holds(json::parse(R"(["xor", true, ["is_nil", "$1"]])"), json(0)));
+    CHECK(!holds(json::parse(R"(["not", "$1"])"), json(0)));  // not a boolean: fails
+    // JSON pointers address the term; a missing member fails the guard; {"const": ...} quotes
+    CHECK(holds(json::parse(R"([">", "/load", 3])"), json::parse(R"({"load": 5})")));
+    CHECK(!holds(json::parse(R"(["!=", "/nope", 3])"), json::parse(R"({"load": 5})")));
+    CHECK(holds(json::parse(R"(["==", "/path", {"const": "/usr"}])"), json::parse(R"({"path": "/usr"})")));
+    CHECK(holds(json::parse(R"(["==", "", "x"])"), json("x")));
+}
+
+TEST_CASE("match specs: bodies $_, $$ and templates; the first matching clause wins") {
+    const json spec = json::parse(R"([
+        [["_", "_", {"role": "db"}], [], ["skipped", "$_"]],
+        [["$1", "$2", {"load": "$3"}], [[">", "$3", 3]], [{"key": "$1", "pid": "$2", "both": ["$1", "$3"], "c": {"const": "$1"}}]],
+        [["$1", "_", "_"], [], ["$$"]]
+    ])");
+    CHECK(run_spec(spec, json::parse(R"(["k", "n1.1.1", {"role": "db"}])")) == json::parse(R"(["k", "n1.1.1", {"role": "db"}])"));
+    CHECK(run_spec(spec, json::parse(R"(["k", "n1.1.1", {"load": 5}])")) ==
+          json::parse(R"({"key": "k", "pid": "n1.1.1", "both": ["k", 5], "c": "$1"})"));
+    CHECK(run_spec(spec, json::parse(R"(["k", "n1.1.1", {"load": 1}])")) == json::parse(R"(["k"])"));
+}
+
+TEST_CASE("match specs: malformed ones are refused before anything runs, naming the problem") {
+    CHECK(spec_error(json::object()).find("non-empty array") != std::string::npos);
+    CHECK(spec_error(json::array()).find("non-empty array") != std::string::npos);
+    CHECK(spec_error(json::parse(R"([["_", []]])")).find("clause 1") != std::string::npos);
+    CHECK(spec_error(json::parse(R"([["_", [], []]])")).find("body is empty") != std::string::npos);
+    CHECK(spec_error(json::parse(R"([["_", [["~=", 1, 2]], [true]]])")).find("unknown operator \"~=\"") != std::string::npos);
+    CHECK(spec_error(json::parse(R"([["_", [["not", true, false]], [true]]])")).find("\"not\" takes 1 arguments, not 2") != std::string::npos);
+    CHECK(spec_error(json::parse(R"([["_", [["and", true]], [true]]])")).find("at least 2") != std::string::npos);
+    CHECK(spec_error(json::parse(R"([["$1", [], ["$2"]]])")).find("$2 is not bound") != std::string::npos);
+    CHECK(spec_error(json::parse(R"([["$1", [["==", "$3", 1]], [true]]])")).find("$3 is not bound") != std::string::npos);
+    CHECK(spec_error(json::parse(R"([["$10", [], [true]]])")).find("$1 to $9") != std::string::npos);
+    CHECK(spec_error(json::parse(R"([["$_", [], [true]]])")).find("not a pattern") != std::string::npos);
+    CHECK(spec_error(json::parse(R"([["_", [{"a": 1}], [true]]])")).find("const") != std::string::npos);
+    CHECK(spec_error(json::parse(R"([["_", [], [true]], ["_", [], ["$1"]]])")).find("clause 2") != std::string::npos);
+    json many = json::array();
+    for (std::size_t i = 0; i <= registry::max_spec_clauses; ++i) many.push_back(json::parse(R"(["_", [], [true]])"));
+    CHECK(spec_error(many).find("at most") != std::string::npos);
+    json big = json::array();
+    for (std::size_t i = 0; i <= registry::max_spec_nodes; ++i) big.push_back(i);
+    CHECK(spec_error(json::array({json::array({big, json::array(), json::array({true})})})).find("nodes") != std::string::npos);
+}
+
+TEST_CASE("match specs: evaluation is bounded by max_match_steps (deterministically no match past it)") {
+    json huge = json::array();
+    for (std::size_t i = 0; i < registry::max_match_steps; ++i) huge.push_back(0);
+    json other = huge;
+    other.back() = 1;
+    const json spec = json::parse(R"([["$1", [["==", "$1", "/0"]], [true]], ["_", [], ["cheap"]]])");
+    CHECK(run_spec(json::parse(R"([["$1", [["<", "$1", {"const": []}]], [true]]])"), json(1)) == true);
+    // comparing two 100000-element lists takes more than the budget: the clause does not match
+    const json cmp = json::array({json::array({json::array({"$1", "$2"}), json::array({json::array({"<", "$1", "$2"})}), json::array({true})}),
+                                  json::array({"_", json::array(), json::array({"cheap"})})});
+    CHECK(run_spec(cmp, json::array({huge, other})) == "cheap");
+    CHECK(run_spec(spec, json(3)) == "cheap");  // "/0" on a number fails: the guard is false
+}
+
+TEST_CASE("state machine: select, count_select, match and unregister_select with match specs") {
+    harness h;
+    REQUIRE(h.create("D", keys::duplicate).ok());
+    const pid a = P("n1", 1, 1), b = P("n2", 1, 1);
+    REQUIRE(h.reg("D", "x", a, json{{"load", 1}}).ok());
+    REQUIRE(h.reg("D", "x", a, json{{"load", 5}}).ok());
+    REQUIRE(h.reg("D", "x", b, json{{"load", 5.0}}).ok());
+    REQUIRE(h.reg("D", "y", a, json("y")).ok());
+    auto spec = [](const char* text) { return *registry::match_spec::compile(json::parse(text)); };
+    CHECK(h.sm.select("D", spec(R"([[["$1", "$2", {"load": "$3"}], [[">", "$3", 2]], [["$1", "$2"]]]])")) ==
+          std::vector<json>{json::array({"x", a.to_string()}), json::array({"x", b.to_string()})});
+    CHECK(h.sm.select("D", spec(R"([[["$1", "_", "$1"], [], ["$1"]]])")) == std::vector<json>{"y"});  // key equal to value
+    CHECK(h.sm.select("D", spec(R"([[["_", "_", "_"], [], ["$_"]]])"), 2).size() == 2);
+    CHECK(h.sm.count_select("D", spec(R"([[["_", "_", {"load": "$1"}], [["===", "$1", 5]], [true]]])")) == 1);
+    CHECK(h.sm.count_select("D", spec(R"([[["_", "_", {"load": "$1"}], [["==", "$1", 5]], [true]]])")) == 2);
+    CHECK(h.sm.count_select("D", spec(R"([[["_", "_", "_"], [], ["not true"]]])")) == 0);
+    CHECK(h.sm.match("D", "x", spec(R"([[{"load": "$1"}, [["==", "$1", 5]], [true]]])")).size() == 2);
+    // unregister_select removes the owner's matching entries only; a malformed spec changes nothing
+    CHECK(h.run(registry::unregister_select{"D", "x", a, json::parse(R"([["_", [["~", 1]], [true]]])")}).code == errc::invalid_argument);
+    CHECK(h.run(registry::unregister_select{"D", "x", a, json::parse(R"([[{"load": "$1"}, [["===", "$1", 5]], [true]]])")}) == removed(1));
+    CHECK(h.sm.values("D", "x", a) == std::vector<json>{json{{"load", 1}}});
+    CHECK(h.sm.values("D", "x", b).size() == 1);
+    CHECK(h.run(registry::unregister_select{"X", "x", a, json::parse(R"([["_", [], [true]]])")}).code == errc::unknown_registry);
+    h.sm.check_invariants();
 }
