@@ -266,6 +266,11 @@ private:
             case force_kind::probe: {
                 const std::uint64_t nonce = r.u64();
                 if (!r.done()) return;
+                // A node the cluster removed neither campaigns nor votes: it is no part of a
+                // quorum that could elect a leader, so it does not answer as a voter (found by
+                // rrsim, registry workload, seed 52: two removed nodes kept answering a
+                // survivor's probes, which then refused for ever).
+                if (rep_.core().retired()) return;
                 const position p = own_state();
                 std::string out;
                 wire::detail::writer w(out);

@@ -135,7 +135,9 @@ struct fault_counts {
                   duplicate_spells = 0, reorder_spells = 0, skews = 0, pauses = 0, late_messages = 0,
                   clock_offsets = 0, clock_jumps = 0, disk_faults = 0, membership_changes = 0, adds = 0,
                   removals = 0, removals_of_live_owners = 0, leader_removals = 0, wipes = 0, force_leaders = 0,
-                  sessions_expired = 0, session_refusals = 0, heals = 0;
+                  sessions_expired = 0, session_refusals = 0, heals = 0,
+                  // the registry workload's operation mix (not faults), shown so that none is vacuous
+                  spec_reads = 0, duplicate_registrations = 0, duplicate_checks = 0;
 
     void add(const fault_counts& o) {
         for (const auto& [name, field] : table()) this->*field += o.*field;
@@ -174,7 +176,10 @@ private:
             {"force_leader", &fault_counts::force_leaders},
             {"session_expired", &fault_counts::sessions_expired},
             {"session_refused", &fault_counts::session_refusals},
-            {"heal", &fault_counts::heals}};
+            {"heal", &fault_counts::heals},
+            {"spec_read", &fault_counts::spec_reads},
+            {"duplicate_registration", &fault_counts::duplicate_registrations},
+            {"duplicate_check", &fault_counts::duplicate_checks}};
         return t;
     }
 };

@@ -37,6 +37,8 @@ namespace raregistry::testing {
 namespace lin = linearizability;
 
 inline constexpr const char* registry_name = "reg";
+/// The workload's duplicate registry: processes register the same key several times.
+inline constexpr const char* duplicate_registry_name = "dup";
 
 struct seed_outcome {
     bool linearizable = false;
@@ -44,10 +46,11 @@ struct seed_outcome {
     bool single_owner = true;  ///< never two live owners of a unique key
     bool progress = false;     ///< after healing, every member took a fresh registration
     bool forced_ok = true;     ///< force-leader's report matched what was really lost
+    bool duplicates_ok = true; ///< each live process holds as many duplicate entries as it was told it added
     std::size_t operations = 0;
     fault_counts counts;
     std::string detail;
-    bool ok() const { return linearizable && converged && single_owner && progress && forced_ok; }
+    bool ok() const { return linearizable && converged && single_owner && progress && forced_ok && duplicates_ok; }
 };
 
 class registry_workload {
@@ -71,7 +74,7 @@ public:
 
     seed_outcome run() {
         seed_outcome out;
-        if (!c_.create(registry_name, registry::keys::unique)) {  // not a pass: nothing could run
+        if (!c_.create(registry_name, registry::keys::unique) || !c_.create(duplicate_registry_name, registry::keys::duplicate)) {
             out.progress = false;
             out.detail = "the registry could not be created";
             return out;
@@ -105,6 +108,7 @@ public:
         for (auto& v : owner_violations_) out.detail += " " + v;
         check_progress(out);
         check_convergence(out);
+        check_duplicates(out);
         out.forced_ok = force_problems_.empty();
         for (auto& p : force_problems_) out.detail += " " + p;
         for (raft::index_t i : conflicts_) {
@@ -252,20 +256,53 @@ private:
             op->kind = lin::op_kind::lookup;
             const bool lease = rng.below(2) != 0;
             auto how = lease ? registry::consistency::lease : registry::consistency::linearizable;
-            reg.with(how).async_lookup(op->key, [this, cl, op, era, lease](std::error_code ec, std::vector<registry::entry> es) {
+            auto read_done = [this, cl, op, era, lease](std::error_code ec, const std::vector<std::pair<std::string, registry::json>>& seen) {
                 if (cl->pending != op) return;
                 cl->pending.reset();
                 // A failed read observed nothing; a lease read under clock chaos may be stale
                 // (the bound it needs is broken on purpose); a read across a forced recovery
                 // may see what the recovery lost.
                 if (!ec && !(lease && chaos_) && era == era_) {
-                    for (auto& e : es) op->observed.emplace_back(e.owner.to_string(), e.value.get<std::string>());
+                    for (auto& [owner, value] : seen) op->observed.emplace_back(owner, value.get<std::string>());
                     op->ret = sim_.now();
                     history_.push_back(*op);
                 }
                 check_owners();
                 schedule_client(cl);
-            });
+            };
+            if (rng.below(3) == 0) {  // the same read as a match spec: [key, pid, value] with this key
+                ++counts_.spec_reads;
+                const registry::json spec = {{{op->key, "$1", "$2"}, registry::json::array(), {{"$1", "$2"}}}};
+                reg.with(how).async_select(spec, [read_done](std::error_code ec, std::vector<registry::json> rows) {
+                    std::vector<std::pair<std::string, registry::json>> seen;
+                    for (auto& r : rows) seen.emplace_back(r[0].get<std::string>(), r[1]);
+                    read_done(ec, seen);
+                });
+            } else {
+                reg.with(how).async_lookup(op->key, [read_done](std::error_code ec, std::vector<registry::entry> es) {
+                    std::vector<std::pair<std::string, registry::json>> seen;
+                    for (auto& e : es) seen.emplace_back(e.owner.to_string(), e.value);
+                    read_done(ec, seen);
+                });
+            }
+        } else if (roll < 97) {
+            // A duplicate registration: the process adds one more entry under a shared key.
+            // Checked by check_duplicates, not in the history (abandon() drops lookups).
+            op->kind = lin::op_kind::lookup;
+            ++counts_.duplicate_registrations;
+            const std::string p = cl->proc->to_string();
+            ++dup_[p].pending;
+            c_.registry(m, duplicate_registry_name).as(*cl->proc).with(opts).async_register(
+                "topic", registry::json(p), [this, cl, op, p, era](std::error_code ec, registry::pid) {
+                    auto& d = dup_[p];
+                    --d.pending;
+                    const auto o = outcome_of(ec);
+                    if (o == lin::outcome::ok && era == era_) ++d.acked;
+                    else if (o) ++d.unknown;  // may have applied
+                    if (cl->pending != op) return;  // abandoned: its node died
+                    cl->pending.reset();
+                    schedule_client(cl);
+                });
         } else {
             cl->pending.reset();
             m.rep->exit_process(*cl->proc, "done");
@@ -751,6 +788,29 @@ private:
         }
     }
 
+    /// Every live process of a current node life holds, in the duplicate registry, at least
+    /// the entries it was told it added and at most those plus the ones of unknown outcome
+    /// (nothing ever removes them but its exit). Skipped after a forced recovery, which may
+    /// lose acknowledged writes by design.
+    void check_duplicates(seed_outcome& out) {
+        if (era_ != 0) return;
+        for (auto* m : final_members()) {
+            for (const auto& [text, d] : dup_) {
+                auto p = registry::parse_pid(text);
+                if (!p || p->node != m->name || d.pending > 0 || !alive(*p)) continue;
+                const auto life = m->rep->state().node_life(m->name);
+                if (!life || life->first != p->epoch || life->second) continue;
+                const auto held = m->rep->state().values(duplicate_registry_name, "topic", *p).size();
+                ++counts_.duplicate_checks;
+                if (held < d.acked || held > d.acked + d.unknown) {
+                    out.duplicates_ok = false;
+                    out.detail += " " + text + " holds " + std::to_string(held) + " duplicate entries, told " +
+                                  std::to_string(d.acked) + " (+" + std::to_string(d.unknown) + " unknown)";
+                }
+            }
+        }
+    }
+
     void check_convergence(seed_outcome& out) {
         sim_.run_for(500'000);
         std::string first;
@@ -781,6 +841,10 @@ private:
     bool chaos_;
     std::vector<member*> nodes_;
     sim::time_us client_end_ = 2'500'000;
+    struct duplicate_tally {
+        std::size_t acked = 0, unknown = 0, pending = 0;
+    };
+    std::map<std::string, duplicate_tally> dup_;  ///< process -> its duplicate registrations
     std::vector<std::shared_ptr<client>> clients_;
     std::vector<lin::operation> history_;
     std::map<std::string, std::set<std::string>> beliefs_;  ///< key -> pids told they own it

@@ -47,6 +47,10 @@ TEST_CASE("registry under every fault: linearizable histories, never two live ow
     CHECK(c.force_leaders > 0);
     CHECK(c.sessions_expired > 0);
     CHECK(c.session_refusals > 0);
+    // ...and every kind of operation ran and was checked.
+    CHECK(c.spec_reads > seeds);
+    CHECK(c.duplicate_registrations > seeds);
+    CHECK(c.duplicate_checks > seeds);
 }
 
 TEST_CASE("clock chaos (rates and jumps beyond the bound): every promise but lease reads and fencing holds (200 seeds)") {
