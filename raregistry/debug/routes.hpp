@@ -307,9 +307,10 @@ inline http_handler routes(tcp_node& node) {
                     if (!body["meta"].is_object()) return fail(400, "\"meta\" must be an object");
                     for (auto& [k, v] : body["meta"].items()) options.meta.emplace_back(k, v);
                 }
+                const std::string name = seg[2];
                 return reg->async_create(mode == "unique" ? keys::unique : keys::duplicate, std::move(options),
-                                         [respond](std::error_code ec) {
-                                             if (ec == errc::invalid_argument)
+                                         [&node, name, respond](std::error_code ec) {
+                                             if (ec == errc::invalid_argument && node.replica().state().mode(name).has_value())
                                                  return respond(http_response::json(
                                                      409, {{"error", "the registry exists with the other keys mode"}, {"code", "invalid_argument"}}));
                                              if (ec) return respond(detail::failure(ec));
@@ -352,11 +353,16 @@ inline http_handler routes(tcp_node& node) {
                         respond(http_response::json(200, {{"count", n}}));
                     });
                 const auto max = static_cast<std::size_t>(limit.get<std::int64_t>());
-                return reg->async_select(body["spec"], [respond, max](std::error_code ec, std::vector<json> results) {
-                    if (ec) return respond(detail::failure(ec));
-                    if (results.size() > max) results.resize(max);
-                    respond(http_response::json(200, {{"results", std::move(results)}}));
-                });
+                auto spec = std::make_shared<registry::match_spec>(*registry::match_spec::compile(body["spec"]));
+                const std::string name = seg[2];
+                return node.replica().read_barrier(
+                    registry::consistency::linearizable,
+                    std::chrono::duration_cast<tcp_node::replica_type::duration>(node.config().op_timeout),
+                    [&node, respond, spec, max, name](std::error_code ec) {
+                        if (!ec && !node.replica().state().mode(name)) ec = errc::unknown_registry;
+                        if (ec) return respond(detail::failure(ec));
+                        respond(http_response::json(200, {{"results", node.replica().state().select(name, *spec, max)}}));
+                    });
             }
             if ((seg.size() == 5 || seg.size() == 6) && seg[3] == "servers") {
                 if (req.method != "POST") return not_allowed("servers take POST", "POST");

@@ -30,7 +30,10 @@
 //   anything else       itself (numbers, true/false/null, other strings)
 // A guard holds when it evaluates to true; one that fails to evaluate (a type error, a
 // missing member) is false, as in Erlang. An array whose first element is not a string is a
-// literal in guards too, so the older guard form [op, "/pointer", constant] is a guard.
+// literal in guards too. The older guard form [op, "/pointer", constant] is still a guard
+// with the same meaning for number, boolean, null and plain string constants; object,
+// array and pointer-like string constants must now be quoted with {"const": ...}, and
+// ordering across types now follows the term order below (it used to be false).
 //
 // Term order (Erlang's, on JSON): numbers < booleans and null (atoms: false < nil < true)
 // < objects (maps: by size, then keys, then values) < arrays (lists: element by element)
@@ -39,11 +42,15 @@
 //
 // compile() checks everything before anything runs: shape, arity, known operators, bound
 // variables, and the limits below; its error names the problem. Evaluation is deterministic
-// and bounded: a clause stops (no match) after max_match_steps steps.
+// and bounded: a clause stops (no match) after max_match_steps steps, copies of terms into
+// results counting one step per node copied. match, count_match and unregister_match use a
+// clause's pattern and guards only; select and count_select also run its body.
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -68,7 +75,17 @@ inline constexpr std::size_t max_match_steps = 100'000;
 /// are integers or both are floats, with the same value (1 and 1.0 differ); arrays and
 /// objects are equal element by element.
 inline bool strictly_equal(const json& a, const json& b) {
-    if (a.is_number() && b.is_number()) return a.is_number_float() == b.is_number_float() && a == b;
+    if (a.is_number() && b.is_number()) {
+        if (a.is_number_float() != b.is_number_float()) return false;
+        if (a.is_number_float()) return a.get<double>() == b.get<double>();
+        // Integers: exactly, whether stored signed or unsigned (-1 is not 2^64-1).
+        if (a.is_number_unsigned() != b.is_number_unsigned()) {
+            const json& u = a.is_number_unsigned() ? a : b;
+            const json& i = a.is_number_unsigned() ? b : a;
+            return i.get<std::int64_t>() >= 0 && static_cast<std::uint64_t>(i.get<std::int64_t>()) == u.get<std::uint64_t>();
+        }
+        return a == b;
+    }
     if (a.type() != b.type()) return false;
     if (a.is_array()) {
         if (a.size() != b.size()) return false;
@@ -95,10 +112,30 @@ inline int term_class(const json& j) {
     if (j.is_boolean() || j.is_null()) return 1;
     if (j.is_object()) return 2;
     if (j.is_array()) return 3;
-    return 4;  // string (binary)
+    if (j.is_string()) return 4;  // a binary, in Erlang
+    return 5;                      // a CBOR byte string (json::binary): bytes, after text
 }
 
 inline int atom_rank(const json& j) { return j.is_null() ? 1 : j.get<bool>() ? 2 : 0; }  // false < nil < true
+
+/// An integer against a float, exactly (through double, 2^53 + 1 would equal 2^53).
+inline int compare_integer_float(const json& i, double f) {
+    if (f >= 18446744073709551616.0) return -1;  // beyond every integer JSON holds
+    if (f < -9223372036854775808.0) return 1;
+    const double whole = std::floor(f);
+    int c;
+    if (whole < 0) {
+        const auto w = static_cast<std::int64_t>(whole);
+        c = i.is_number_unsigned() ? 1 : i.get<std::int64_t>() < w ? -1 : i.get<std::int64_t>() > w ? 1 : 0;
+    } else {
+        const auto w = static_cast<std::uint64_t>(whole);
+        if (!i.is_number_unsigned() && i.get<std::int64_t>() < 0) return -1;
+        const std::uint64_t x = i.is_number_unsigned() ? i.get<std::uint64_t>() : static_cast<std::uint64_t>(i.get<std::int64_t>());
+        c = x < w ? -1 : x > w ? 1 : 0;
+    }
+    if (c != 0) return c;
+    return f > whole ? -1 : 0;  // i == floor(f): below f if f has a fraction
+}
 
 /// Erlang's term order: <0, 0 or >0. Numbers by value (1 and 1.0 compare equal).
 inline int compare_terms(const json& a, const json& b, std::size_t& steps) {
@@ -107,10 +144,12 @@ inline int compare_terms(const json& a, const json& b, std::size_t& steps) {
     if (ca != cb) return ca < cb ? -1 : 1;
     switch (ca) {
         case 0: {
-            if (a.is_number_float() || b.is_number_float()) {
+            if (a.is_number_float() && b.is_number_float()) {
                 const double x = a.get<double>(), y = b.get<double>();
                 return x < y ? -1 : y < x ? 1 : 0;
             }
+            if (b.is_number_float()) return compare_integer_float(a, b.get<double>());
+            if (a.is_number_float()) return -compare_integer_float(b, a.get<double>());
             if (a.is_number_unsigned() && b.is_number_unsigned()) {
                 const auto x = a.get<std::uint64_t>(), y = b.get<std::uint64_t>();
                 return x < y ? -1 : y < x ? 1 : 0;
@@ -134,10 +173,15 @@ inline int compare_terms(const json& a, const json& b, std::size_t& steps) {
                 if (int c = compare_terms(a[i], b[i], steps)) return c;
             return a.size() == b.size() ? 0 : a.size() < b.size() ? -1 : 1;
         }
-        default: {
+        case 4: {
             const auto& x = a.get_ref<const std::string&>();
             const auto& y = b.get_ref<const std::string&>();
             return x < y ? -1 : y < x ? 1 : 0;
+        }
+        default: {
+            const auto& x = a.get_binary();
+            const auto& y = b.get_binary();
+            return std::lexicographical_compare(x.begin(), x.end(), y.begin(), y.end()) ? -1 : x == y ? 0 : 1;
         }
     }
 }
@@ -201,7 +245,30 @@ public:
     }
 
     /// The first clause's result for `term`, nothing if no clause matches.
-    std::optional<json> run(const json& term) const {
+    std::optional<json> run(const json& term) const { return run(term, true); }
+
+    /// Whether some clause matches `term` (its pattern and guards; the body is not run).
+    bool matches(const json& term) const { return run(term, false).has_value(); }
+
+    const json& clauses() const noexcept { return clauses_; }
+
+private:
+    struct state {
+        const json& term;
+        std::array<const json*, 10> vars{};
+        std::size_t steps = 0;
+    };
+
+    /// Deterministic whatever the input: an exception (none is expected) is no match.
+    std::optional<json> run(const json& term, bool body) const {
+        try {
+            return run_clauses(term, body);
+        } catch (const json::exception&) {
+            return std::nullopt;
+        }
+    }
+
+    std::optional<json> run_clauses(const json& term, bool body) const {
         for (const auto& clause : clauses_) {
             state st{term};
             if (!bind(clause[0], term, st) || st.steps > max_match_steps) continue;
@@ -214,6 +281,7 @@ public:
                 }
             }
             if (!all) continue;
+            if (!body) return json(true);
             std::optional<json> result;
             for (const auto& b : clause[2]) result = eval(b, st, false);
             if (result && st.steps <= max_match_steps) return result;
@@ -221,17 +289,19 @@ public:
         return std::nullopt;
     }
 
-    /// Whether some clause matches `term` (its pattern and guards; the body is not used).
-    bool matches(const json& term) const { return run(term).has_value(); }
-
-    const json& clauses() const noexcept { return clauses_; }
-
-private:
-    struct state {
-        const json& term;
-        std::array<const json*, 10> vars{};
-        std::size_t steps = 0;
-    };
+    /// Charges a copy of `j` to the budget, one step per node (stopping once it is spent),
+    /// so that bodies copying large terms many times stay bounded.
+    static bool charge_copy(const json& j, state& st) {
+        std::vector<const json*> todo{&j};
+        while (!todo.empty()) {
+            const json* x = todo.back();
+            todo.pop_back();
+            if (++st.steps > max_match_steps) return false;
+            if (x->is_structured())
+                for (const auto& c : *x) todo.push_back(&c);
+        }
+        return true;
+    }
 
     // ---- checking -------------------------------------------------------------------------
 
@@ -352,20 +422,31 @@ private:
     /// An expression's value; nothing if it fails (a guard that fails is false).
     static std::optional<json> eval(const json& e, state& st, bool guard) {
         if (++st.steps > max_match_steps) return std::nullopt;
-        if (const int n = detail::variable_number(e); n > 0) return *st.vars[static_cast<std::size_t>(n)];
+        if (const int n = detail::variable_number(e); n > 0) {
+            const json& v = *st.vars[static_cast<std::size_t>(n)];
+            if (!charge_copy(v, st)) return std::nullopt;
+            return v;
+        }
         if (e.is_string()) {
             const auto& s = e.get_ref<const std::string&>();
-            if (s == "$_") return st.term;
+            if (s == "$_") {
+                if (!charge_copy(st.term, st)) return std::nullopt;
+                return st.term;
+            }
             if (s == "$$") {
                 json all = json::array();
                 for (std::size_t i = 1; i < st.vars.size(); ++i)
-                    if (st.vars[i]) all.push_back(*st.vars[i]);
+                    if (st.vars[i]) {
+                        if (!charge_copy(*st.vars[i], st)) return std::nullopt;
+                        all.push_back(*st.vars[i]);
+                    }
                 return all;
             }
             if (detail::is_pointer(e)) {
                 try {
                     const json::json_pointer ptr(s);
                     if (!st.term.contains(ptr)) return std::nullopt;
+                    if (!charge_copy(st.term.at(ptr), st)) return std::nullopt;
                     return st.term.at(ptr);
                 } catch (const json::exception&) {
                     return std::nullopt;  // not a well-formed pointer, or it does not apply to this term

@@ -33,6 +33,7 @@
 
 #include <chrono>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <string>
@@ -192,7 +193,7 @@ public:
         return run<bool>(std::forward<Token>(token), [self = *this, key = std::move(key), pattern = std::move(pattern),
                                                       guards = std::move(guards)](auto done) mutable {
             if (auto ec = check_key(key)) return done(ec, false);
-            if (auto ec = check_guards(guards)) return done(ec, false);
+            if (auto ec = check_pattern(pattern, guards)) return done(ec, false);
             self.write(unregister_match{self.name_, key, self.owner(), pattern, guards},
                        [done](std::error_code ec, result r) {
                            if (!ec && r.code != errc::not_registered) ec = r.code;
@@ -269,7 +270,7 @@ public:
     /// compares numbers by value, "===" strictly (see match_spec.hpp).
     template <class Token>
     auto async_match(std::string key, json pattern, std::optional<json> guards, Token&& token) {
-        if (auto ec = check_guards(guards)) return fail<std::vector<entry>>(std::forward<Token>(token), ec);
+        if (auto ec = check_pattern(pattern, guards)) return fail<std::vector<entry>>(std::forward<Token>(token), ec);
         return read<std::vector<entry>>(std::forward<Token>(token), [key = std::move(key), pattern = std::move(pattern),
                                                                      guards = std::move(guards)](const registry_handle& h) {
             return detail::to_entries(h.r_->state().match(h.name_, key, pattern, guards));
@@ -331,7 +332,7 @@ public:
     /// Number of entries under `key` matching `pattern` and `guards` (Elixir's count_match/4).
     template <class Token>
     auto async_count_match(std::string key, json pattern, std::optional<json> guards, Token&& token) {
-        if (auto ec = check_guards(guards)) return fail<std::size_t>(std::forward<Token>(token), ec);
+        if (auto ec = check_pattern(pattern, guards)) return fail<std::size_t>(std::forward<Token>(token), ec);
         return read<std::size_t>(std::forward<Token>(token), [key = std::move(key), pattern = std::move(pattern),
                                                               guards = std::move(guards)](const registry_handle& h) {
             return h.r_->state().count_match(h.name_, key, pattern, guards);
@@ -344,7 +345,7 @@ public:
     template <class Token>
     auto async_select(json pattern, std::optional<json> guards, Token&& token) {
         using out = std::vector<state_machine::selected>;
-        if (auto ec = check_guards(guards)) return fail<out>(std::forward<Token>(token), ec);
+        if (auto ec = check_pattern(pattern, guards)) return fail<out>(std::forward<Token>(token), ec);
         return read<out>(std::forward<Token>(token),
                          [pattern = std::move(pattern), guards = std::move(guards)](const registry_handle& h) {
                              return h.r_->state().select(h.name_, pattern, guards);
@@ -354,7 +355,7 @@ public:
     /// How many entries select() would return (Elixir's count_select/2).
     template <class Token>
     auto async_count_select(json pattern, std::optional<json> guards, Token&& token) {
-        if (auto ec = check_guards(guards)) return fail<std::size_t>(std::forward<Token>(token), ec);
+        if (auto ec = check_pattern(pattern, guards)) return fail<std::size_t>(std::forward<Token>(token), ec);
         return read<std::size_t>(std::forward<Token>(token),
                                  [pattern = std::move(pattern), guards = std::move(guards)](const registry_handle& h) {
                                      return h.r_->state().select(h.name_, pattern, guards).size();
@@ -470,8 +471,10 @@ private:
     static std::error_code check_key(const std::string& key) {
         return key.empty() || key.size() > max_key_bytes ? errc::invalid_argument : errc::ok;
     }
-    static std::error_code check_guards(const std::optional<json>& guards) {
-        if (guards && !guards_hold(*guards, json())) return errc::invalid_argument;
+    /// invalid_argument unless `pattern` and `guards` make a well-formed clause (guards may
+    /// use the pattern's variables).
+    static std::error_code check_pattern(const json& pattern, const std::optional<json>& guards) {
+        if (!match_spec::from_pattern(pattern, guards)) return errc::invalid_argument;
         return {};
     }
 
@@ -515,10 +518,13 @@ private:
     void write(command cmd, typename Replica::write_handler h) const {
         if (r_->state().mode(name_)) return r_->write(std::move(cmd), timeout(), std::move(h));
         auto self = *this;
-        r_->read_barrier(consistency::linearizable, timeout(), [self, cmd = std::move(cmd), h = std::move(h)](std::error_code ec) mutable {
+        const auto deadline = r_->net().now() + timeout();  // one deadline for the barrier and the write
+        r_->read_barrier(consistency::linearizable, timeout(), [self, deadline, cmd = std::move(cmd), h = std::move(h)](std::error_code ec) mutable {
             if (!ec && !self.r_->state().mode(self.name_)) ec = errc::unknown_registry;
+            const auto now = self.r_->net().now();
+            if (!ec && now >= deadline) ec = errc::no_quorum;  // nothing was proposed
             if (ec) return h(ec, result{});
-            self.r_->write(std::move(cmd), self.timeout(), std::move(h));
+            self.r_->write(std::move(cmd), std::chrono::duration_cast<duration>(deadline - now), std::move(h));
         });
     }
 

@@ -1571,9 +1571,10 @@ private:
         const auto& names = sm_.listeners(e.registry);
         if (names.empty() || stopped_) return;
         json msg;
+        std::set<pid> told;  // once each, however many names or entries it holds
         for (const auto& name : names) {
             for (const auto& [p, _] : sm_.lookup(name.registry, name.key)) {
-                if (p.node != opts_.name || p.epoch != epoch_ || !procs_.contains(p)) continue;
+                if (p.node != opts_.name || p.epoch != epoch_ || !procs_.contains(p) || !told.insert(p).second) continue;
                 if (msg.is_null())
                     msg = {{"event", e.what == event::kind::registered ? "register" : "unregister"},
                            {"registry", e.registry}, {"key", e.key}, {"pid", e.owner.to_string()}, {"value", e.value}};

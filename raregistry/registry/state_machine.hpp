@@ -938,14 +938,16 @@ private:
     result run(const open_session&) { return {}; }
 
     result run(const create_registry& c) {
-        if (!valid_name(c.name) || c.meta.size() > max_create_meta || c.listeners.size() > max_listeners)
+        if (!valid_name(c.name)) return refused(errc::invalid_argument);
+        if (const auto* reg = find_registry(c.name))  // its own options stay: these are not looked at
+            return reg->mode == c.mode ? result{} : refused(errc::invalid_argument);
+        if (c.meta.size() > max_create_meta || c.listeners.size() > max_listeners)
             return refused(errc::invalid_argument);
         for (const auto& [key, value] : c.meta)
             if (!valid_key(key) || !valid_value(value)) return refused(errc::invalid_argument);
         for (const auto& l : c.listeners)
-            if (!valid_name(l.registry) || !valid_key(l.key)) return refused(errc::invalid_argument);
-        if (const auto* reg = find_registry(c.name))
-            return reg->mode == c.mode ? result{} : refused(errc::invalid_argument);
+            if (!valid_name(l.registry) || !valid_key(l.key) || std::count(c.listeners.begin(), c.listeners.end(), l) > 1)
+                return refused(errc::invalid_argument);  // a listener named twice would hear everything twice
         auto& reg = registries_.emplace(c.name, registry_data{}).first->second;
         reg.mode = c.mode;
         for (const auto& [key, value] : c.meta) reg.meta.insert_or_assign(key, value);  // the last wins

@@ -137,6 +137,7 @@ TEST_CASE("raregistryd: registry over HTTP from every node, node death frees nam
     CHECK(http(c.http_port(1), "POST", "/v1/registries/nope", R"({"keys":"duplicate","meta":{"owner":"ops"}})", token).status == 200);
     CHECK(http(c.http_port(2), "POST", "/v1/registries/nope", R"({"keys":"duplicate"})", token).status == 200);
     CHECK(http(c.http_port(2), "POST", "/v1/registries/nope", R"({"keys":"unique"})", token).status == 409);
+    CHECK(http(c.http_port(2), "POST", "/v1/registries/other", R"({"keys":"unique","meta":{"":1}})", token).status == 400);
     CHECK(c.put(0, "/v1/registries/nope/keys/x", R"({"value":1})").status == 200);
     // select and count_select with a match spec, from another node (linearizable)
     auto sel = http(c.http_port(2), "POST", "/v1/registries/nope/select", R"({"spec": [[["$1", "_", "$2"], [["==", "$2", 1.0]], [["$1", "$2"]]]]})", token);

@@ -1061,6 +1061,13 @@ TEST_CASE("match specs, written from a follower and read on every node: select, 
         CHECK(std::get<1>(*lights)[0].value["load"] == 1);
         CHECK(std::get<1>(*all) == 2);
     }
+    // match/4 with guards on the pattern's variables (the documented form).
+    auto vars = await<entries>(f.c, [&](auto cb) {
+        f.reg[0].async_match("w1", json::parse(R"({"load": "$1"})"), json::parse(R"([["andalso", [">", "$1", 3], ["is_integer", "$1"]]])"), cb);
+    });
+    REQUIRE(vars);
+    CHECK(!std::get<0>(*vars));
+    CHECK(std::get<1>(*vars).size() == 1);
     // A malformed spec is refused before anything runs, by every operation.
     const json bad = json::parse(R"([["_", [["~=", 1, 2]], [true]]])");
     auto s1 = await<std::vector<json>>(f.c, [&](auto cb) { f.reg[0].async_select(bad, cb); });

@@ -1135,3 +1135,46 @@ TEST_CASE("state machine: select, count_select, match and unregister_select with
     CHECK(h.run(registry::unregister_select{"X", "x", a, json::parse(R"([["_", [], [true]]])")}).code == errc::unknown_registry);
     h.sm.check_invariants();
 }
+
+// Found by an adversarial review of the match specs; each failed before its fix.
+TEST_CASE("match specs under review: byte strings, copy bombs, bodies, exact integers, duplicate listeners") {
+    harness h;
+    REQUIRE(h.create("D", keys::duplicate).ok());
+    const pid a = P("n1", 1, 1);
+    // A CBOR byte string value compared by a guard: no exception out of apply(), a clean answer.
+    REQUIRE(h.reg("D", "b", a, json::binary({1, 2})).ok());
+    CHECK(h.run(registry::unregister_match{"D", "b", a, json("_"), json::parse(R"([["==", "", "x"]])")}) == removed(0));
+    CHECK(h.run(registry::unregister_select{"D", "b", a, json::parse(R"([["$1", [[">", "$1", "zzz"]], [true]]])")}) == removed(1));
+    // A body copying a large term many times is cut off by the step budget (select), and is
+    // not run at all where only matching counts (match, unregister_match).
+    json big = json::array();
+    for (int i = 0; i < 20'000; ++i) big.push_back(i);
+    REQUIRE(h.reg("D", "big", a, big).ok());
+    json copies = json::array();
+    for (int i = 0; i < 1000; ++i) copies.push_back("$_");
+    const auto bomb = *registry::match_spec::compile(json::array({json::array({"_", json::array(), json::array({copies})})}));
+    CHECK(!bomb.run(big));
+    CHECK(bomb.matches(big));
+    CHECK(h.sm.match("D", "big", bomb).size() == 1);
+    // A body that fails to evaluate does not stop a match.
+    REQUIRE(h.reg("D", "x", a, json{{"load", 1}}).ok());
+    CHECK(h.sm.match("D", "x", *registry::match_spec::compile(json::parse(R"([[{"load": "$1"}, [], ["/name"]]])"))).size() == 1);
+    // Integers compare exactly, signed or unsigned, and against floats.
+    CHECK(!registry::strictly_equal(json(-1), json(std::uint64_t{18446744073709551615ull})));
+    CHECK(!registry::matches(json(-1), json(std::uint64_t{18446744073709551615ull})));
+    CHECK(registry::strictly_equal(json(5), json(std::uint64_t{5})));
+    auto holds = [](const char* guard, const json& v) {
+        return run_spec(json::array({json::array({"$1", json::array({json::parse(guard)}), json::array({true})})}), v) == json(true);
+    };
+    CHECK(!holds(R"(["==", "$1", 9007199254740992.0])", json(std::int64_t{9007199254740993})));
+    CHECK(holds(R"([">", "$1", 9007199254740992.0])", json(std::int64_t{9007199254740993})));
+    CHECK(holds(R"(["==", "$1", 3.0])", json(3)));
+    CHECK(holds(R"(["<", "$1", 2.5])", json(2)));
+    CHECK(holds(R"([">", "$1", -2.5])", json(-2)));
+    CHECK(holds(R"(["<", "$1", -1.5])", json(-2)));
+    CHECK(holds(R"(["<", "$1", 1e300])", json(std::uint64_t{18446744073709551615ull})));
+    // A listener named twice is refused (it would hear everything twice).
+    CHECK(h.run(registry::create_registry{"L", keys::unique, {}, {{"R", "w"}, {"R", "w"}}}).code == errc::invalid_argument);
+    // Creating an existing registry with the same mode is ok whatever the options.
+    CHECK(h.run(registry::create_registry{"D", keys::duplicate, {{"", json(1)}}, {}}) == result{});
+}
