@@ -8,6 +8,7 @@
 //                                             match spec on [key, pid, value], e.g.
 //                                             '[[["$1", "_", "_"], [], ["$1"]]]' lists the keys
 //     create REGISTRY unique|duplicate [JSON_META]  (needs the token)
+//     lock REGISTRY KEY                       who holds the lock, its fencing token, who waits
 //     register REGISTRY KEY JSON_VALUE        (needs the token)
 //     unregister REGISTRY KEY                 (needs the token)
 //     start REGISTRY KEY [JSON_ARGS]          starts a named record server (needs the token)
@@ -49,7 +50,7 @@ int usage(const std::string& why) {
                  "usage: rrctl [--node HOST:PORT] [--token TOKEN] [--json] COMMAND ...\n"
                  "  status | members | health | metrics\n"
                  "  lookup REGISTRY KEY [linearizable|lease|local] | list REGISTRY [PREFIX] [LIMIT]\n"
-                 "  select REGISTRY JSON_SPEC [count] | create REGISTRY unique|duplicate [JSON_META]\n"
+                 "  select REGISTRY JSON_SPEC [count] | create REGISTRY unique|duplicate [JSON_META] | lock REGISTRY KEY\n"
                  "  register REGISTRY KEY JSON_VALUE | unregister REGISTRY KEY\n"
                  "  start REGISTRY KEY [JSON_ARGS] | call REGISTRY KEY JSON_REQUEST | cast REGISTRY KEY JSON_MESSAGE\n"
                  "  transfer-leader [MEMBER] | add-member NAME HOST:PORT | remove-member NAME | force-leader\n"
@@ -193,6 +194,8 @@ int main(int argc, char** argv) {
         r = request(node, "GET", "/v1/" + std::string(cmd == "members" ? "status" : cmd), token);
     } else if (cmd == "lookup" && (n == 3 || n == 4)) {
         r = request(node, "GET", reg_path("keys") + (n == 4 ? "?consistency=" + encode(args[3]) : ""), token);
+    } else if (cmd == "lock" && n == 3) {
+        r = request(node, "GET", reg_path("locks"), token);
     } else if (cmd == "list" && n >= 2 && n <= 4) {
         std::string target = "/v1/registries/" + encode(args[1]) + "?prefix=" + (n > 2 ? encode(args[2]) : "");
         if (n == 4) target += "&limit=" + encode(args[3]);

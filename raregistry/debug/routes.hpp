@@ -14,6 +14,8 @@
 //   POST   /v1/registries/{name}                  body {"keys":"unique"|"duplicate", "meta":{...}} (meta
 //                                                 optional): creates the registry; 200, 409 if it exists
 //                                                 with the other mode (idempotent otherwise)
+//   GET    /v1/registries/{name}/locks/{key}      {"holder": pid|null, "token": N|null, "waiters": [pid...]}
+//                                                 (linearizable; locks are taken with the C++ API)
 //   POST   /v1/registries/{name}/select           body {"spec": [...], "count": false, "limit": N}: Elixir's
 //                                                 select/2 with a match spec (registry/match_spec.hpp) on
 //                                                 [key, pid, value]: {"results": [...]} (linearizable; limit
@@ -334,6 +336,25 @@ inline http_handler routes(tcp_node& node) {
                         if (ec) return respond(detail::failure(ec));
                         respond(http_response::json(
                             200, {{"keys", node.replica().state().keys_with_prefix(name, prefix, limit)}}));
+                    });
+            }
+            if (seg.size() == 5 && seg[3] == "locks") {
+                if (req.method != "GET") return not_allowed("locks are GET only (take one with the C++ API)", "GET, HEAD");
+                const std::string name = seg[2], key = seg[4];
+                return node.replica().read_barrier(
+                    registry::consistency::linearizable,
+                    std::chrono::duration_cast<tcp_node::replica_type::duration>(node.config().op_timeout),
+                    [&node, respond, name, key](std::error_code ec) {
+                        const auto& state = node.replica().state();
+                        if (!ec && !state.mode(name)) ec = errc::unknown_registry;
+                        if (ec) return respond(detail::failure(ec));
+                        json out = {{"holder", nullptr}, {"token", nullptr}, {"waiters", json::array()}};
+                        if (auto h = state.lock_holder(name, key)) {
+                            out["holder"] = h->first.to_string();
+                            out["token"] = h->second;
+                        }
+                        for (const auto& p : state.lock_waiters(name, key)) out["waiters"].push_back(p.to_string());
+                        respond(http_response::json(200, out));
                     });
             }
             if (seg.size() == 4 && seg[3] == "select") {

@@ -178,6 +178,27 @@ struct unregister_select {
     friend bool operator==(const unregister_select&, const unregister_select&) = default;
 };
 
+/// Asks for the lock `key` of a registry for `owner` (Elixir's Registry.lock/3, cluster-wide).
+/// Free: `owner` holds it at once, with the entry's log index as its fencing token (in
+/// `current`). Held: `owner` waits in line (FIFO; `conflict` set, `owner` the holder) and
+/// gets it, with the log index of the entry that hands it over as its token, when the
+/// holders before it release it or exit. invalid_argument if `owner` holds or waits already.
+struct lock_acquire {
+    std::string registry;
+    std::string key;
+    pid owner;
+    friend bool operator==(const lock_acquire&, const lock_acquire&) = default;
+};
+
+/// Releases `owner`'s hold on the lock `key` (the next in line gets it), or takes it out of
+/// the line; not_owner if it neither holds nor waits.
+struct lock_release {
+    std::string registry;
+    std::string key;
+    pid owner;
+    friend bool operator==(const lock_release&, const lock_release&) = default;
+};
+
 /// Opens a client session (its seq 1) and does nothing else. A session's commands start at
 /// seq 2, so that no command is the first of its session: if the session is dropped while a
 /// command is retried, the retry is refused (session_expired), never run a second time.
@@ -189,7 +210,7 @@ struct open_session {
 /// reorder, only append.
 using command = std::variant<register_key, unregister, unregister_match, compare_and_set, put_meta,
                              delete_meta, process_down, node_down, node_up, create_registry, open_session, put_entry,
-                             unregister_select>;
+                             unregister_select, lock_acquire, lock_release>;
 
 /// A command with its client session and the leader's clock reading.
 struct envelope {
@@ -340,7 +361,8 @@ inline void put_command(writer& w, const command& c) {
                 w.bytes(x.key);
                 put_pid(w, x.owner);
                 put_json(w, x.value);
-            } else if constexpr (std::is_same_v<T, unregister>) {
+            } else if constexpr (std::is_same_v<T, unregister> || std::is_same_v<T, lock_acquire> ||
+                                 std::is_same_v<T, lock_release>) {
                 w.bytes(x.registry);
                 w.bytes(x.key);
                 put_pid(w, x.owner);
@@ -405,17 +427,21 @@ T get_registration(reader& r) {
     return x;
 }
 
+/// unregister, lock_acquire and lock_release: registry, key, owner.
+template <class T>
+T get_key_of(reader& r) {
+    T x;
+    x.registry = r.bytes();
+    x.key = r.bytes();
+    x.owner = get_pid(r);
+    return x;
+}
+
 // Fields are read in wire order, one statement each; `version` is the envelope's.
 inline command get_command(reader& r, std::uint8_t version) {
     switch (r.u8()) {
         case 0: return get_registration<register_key>(r);
-        case 1: {
-            unregister x;
-            x.registry = r.bytes();
-            x.key = r.bytes();
-            x.owner = get_pid(r);
-            return x;
-        }
+        case 1: return get_key_of<unregister>(r);
         case 2: {
             unregister_match x;
             x.registry = r.bytes();
@@ -494,6 +520,8 @@ inline command get_command(reader& r, std::uint8_t version) {
             x.spec = get_json(r);
             return x;
         }
+        case 13: return get_key_of<lock_acquire>(r);
+        case 14: return get_key_of<lock_release>(r);
         default: r.fail(); return {};
     }
 }

@@ -456,6 +456,32 @@ public:
         });
     }
 
+    // ---- locks --------------------------------------------------------------------------
+
+    /// Elixir's lock/3, cluster-wide: takes lock `key` for a new local process, waiting in
+    /// line (FIFO across the cluster) for at most the handle's timeout, then runs
+    /// body(fencing_token, release) on the node's executor. The token is the log index of the
+    /// entry that granted the lock: it grows with every grant, so a resource that remembers
+    /// the largest token it has seen can refuse a stale holder. Completes once released, with
+    /// the token: ok; noproc if the holder was stopped before it released (its node was cut
+    /// off and fenced, or the node's life ended: the lock may be someone else's already);
+    /// timeout if it was not granted in time; unknown_registry, no_quorum, shutting_down.
+    template <class Token>
+    auto async_lock(std::string key, std::function<void(std::uint64_t token, std::function<void()> release)> body, Token&& token) {
+        return run<std::uint64_t>(std::forward<Token>(token), [self = *this, key = std::move(key), body = std::move(body)](auto done) mutable {
+            if (auto ec = check_key(key)) return done(ec, 0);
+            auto go = [self, key, body, done]() mutable {
+                self.r_->lock(self.name_, key, self.timeout(),
+                              [body](std::uint64_t t, const pid&, std::function<void()> release) { body(t, std::move(release)); }, done);
+            };
+            if (self.r_->state().mode(self.name_)) return go();
+            self.barrier([go, done](std::error_code ec) mutable {  // unknown_registry writes nothing
+                if (ec) return done(ec, std::uint64_t{0});
+                go();
+            });
+        });
+    }
+
     // ---- listeners ----------------------------------------------------------------------
 
     /// Calls `fn` for every registration added to or removed from this registry as this

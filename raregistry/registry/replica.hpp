@@ -169,6 +169,14 @@ public:
     /// Completion of a call: the answer, or noproc / timeout / shutting_down.
     using call_done = std::function<void(std::error_code, json)>;
     using app_handler = std::function<void(raft::node_id from, std::string_view bytes)>;
+    /// Runs while holding a lock: its fencing token, the holder process, and `release` to
+    /// call (once, on the node's executor, while the replica lives) when done.
+    using lock_body = std::function<void(std::uint64_t token, const pid& holder, std::function<void()> release)>;
+    /// Completion of a lock: ok once released; noproc if the holder was stopped first (e.g.
+    /// fenced: the lock may be someone else's by now, which the token tells resources);
+    /// timeout if it was not granted in time; or the error that refused it. With the token
+    /// it held (0 if none).
+    using lock_done = std::function<void(std::error_code, std::uint64_t token)>;
 
     replica(Transport& transport, Storage& storage, replica_options opts)
         : transport_(transport), storage_(storage), opts_(std::move(opts)), sm_(opts_.sessions), epoch_(opts_.epoch) {
@@ -177,6 +185,9 @@ public:
         for (const auto& m : opts_.members) names_[raft::node_id_of(m)] = m;
         names_[raft::node_id_of(opts_.name)] = opts_.name;
         sm_.set_listener([this](const event& e) { on_event(e); });
+        sm_.set_lock_listener([this](const std::string&, const std::string&, const pid& holder, std::uint64_t token) {
+            on_lock_granted(holder, token);
+        });
         typename node_type::options no;
         no.raft = opts_.raft;
         no.tick = std::chrono::duration_cast<duration>(opts_.tick);
@@ -353,6 +364,44 @@ public:
     std::string member_name(raft::node_id id) const {
         auto it = names_.find(id);
         return it == names_.end() ? std::string() : it->second;
+    }
+
+    // ---- Locks -------------------------------------------------------------------------
+
+    /// Takes lock `key` of registry `reg` (Elixir's Registry.lock/3, cluster-wide) for a new
+    /// local process: waits in line (FIFO across the cluster) for at most `timeout`, then
+    /// runs `body` with the fencing token (the log index of the entry that granted it). The
+    /// lock is released when `body` calls release, or when the holder process exits or its
+    /// node's life ends; a node cut off from the quorum stops the holder (fencing, as for
+    /// unique names) before anyone else can get the lock.
+    void lock(const std::string& reg, const std::string& key, duration timeout, lock_body body, lock_done done) {
+        if (stopped_) return transport_.post([done = std::move(done)] { done(errc::shutting_down, 0); });
+        auto st = std::make_shared<lock_state>();
+        st->registry = reg;
+        st->key = key;
+        st->body = std::move(body);
+        st->done = std::move(done);
+        st->holder = spawn_process({}, [this, st](const pid&, const std::string& reason) {
+            end_lock(*st, reason == "released" ? std::error_code() : reason == "shutdown" ? errc::shutting_down : errc::noproc);
+        });
+        lock_waits_[st->holder] = st;
+        write(lock_acquire{reg, key, st->holder}, timeout, [this, st, timeout](std::error_code ec, result r) {
+            if (st->granted || st->ended) return;
+            if (!ec) ec = r.code;
+            if (ec) {
+                st->error = ec;
+                return exit_process(st->holder, "lock refused");
+            }
+            if (!r.conflict && r.current && r.current->is_number_unsigned()) return grant(st, r.current->get<std::uint64_t>());
+            if (auto g = lock_grants_.find(st->holder); g != lock_grants_.end()) return grant(st, g->second);
+            transport_.after(timeout, [this, st] {  // in line: the grant comes as an entry applies
+                if (st->granted || st->ended || stopped_) return;
+                check_fence(transport_.now());  // a node resumed from a pause fences before its processes act
+                if (st->granted || st->ended) return;
+                st->error = errc::timeout;
+                exit_process(st->holder, "lock wait timed out");  // process_down takes it out of the line
+            });
+        });
     }
 
     // ---- Commands ----------------------------------------------------------------------
@@ -567,7 +616,7 @@ private:
             [](const auto& c) -> const pid* {
                 using C = std::decay_t<decltype(c)>;
                 if constexpr (std::is_same_v<C, register_key> || std::is_same_v<C, put_entry> ||
-                              std::is_same_v<C, compare_and_set>)
+                              std::is_same_v<C, compare_and_set> || std::is_same_v<C, lock_acquire>)
                     return &c.owner;
                 else
                     return nullptr;
@@ -587,6 +636,11 @@ private:
     }
 
     void note_claim(const command& cmd) {
+        if (const auto* l = std::get_if<lock_acquire>(&cmd)) {  // a lock is fenced like a unique name
+            registered_.insert(l->owner);
+            unique_claims_.insert(l->owner);
+            return;
+        }
         if (auto r = registration(cmd)) {
             registered_.insert(r->second);
             if (claims_unique_name(cmd)) unique_claims_.insert(r->second);
@@ -595,6 +649,7 @@ private:
 
     /// A registration in a registry that is not known to be a duplicate one: fencing covers it.
     bool claims_unique_name(const command& cmd) const {
+        if (std::holds_alternative<lock_acquire>(cmd)) return true;  // a lock holder is fenced too
         auto r = registration(cmd);
         return r && sm_.mode(r->first) != keys::duplicate;
     }
@@ -1567,6 +1622,65 @@ private:
     /// as a message (Elixir's {:register, ...} / {:unregister, ...}), in log order. They are
     /// delivered once the entry has applied (never inside the state machine), and before
     /// any write completes on this node: the writer's listeners have run when it hears back.
+    struct lock_state {
+        std::string registry, key;
+        pid holder;
+        lock_body body;
+        lock_done done;
+        std::uint64_t token = 0;
+        std::error_code error;  ///< why it ends, when known before the holder exits
+        bool granted = false, releasing = false, ended = false;
+    };
+
+    /// A lock was handed to `holder` as an entry applied: its wait runs, after the apply.
+    void on_lock_granted(const pid& holder, std::uint64_t token) {
+        if (holder.node != opts_.name || holder.epoch != epoch_ || stopped_) return;
+        if (!procs_.contains(holder)) {  // it exited before its acquire applied: free the lock again
+            transport_.post([this, holder] {
+                if (!stopped_ && !procs_.contains(holder)) propose_process_down(holder);
+            });
+            return;
+        }
+        lock_grants_[holder] = token;
+        transport_.post([this, holder] {
+            auto w = lock_waits_.find(holder);
+            auto g = lock_grants_.find(holder);
+            if (stopped_ || w == lock_waits_.end() || g == lock_grants_.end()) return;
+            check_fence(transport_.now());  // a node resumed from a pause fences before its processes act
+            if (procs_.contains(holder)) grant(w->second, g->second);
+        });
+    }
+
+    void grant(const std::shared_ptr<lock_state>& st, std::uint64_t token) {
+        if (st->granted || st->ended) return;
+        st->granted = true;
+        st->token = token;
+        lock_grants_.erase(st->holder);
+        st->body(token, st->holder, [this, st] { release(st); });
+    }
+
+    /// Releases through the log, so that the lock is free (or the next one's) when the lock
+    /// completes; then the holder process ends (no process_down needed if the release applied).
+    void release(const std::shared_ptr<lock_state>& st) {
+        if (st->ended || st->releasing || !procs_.contains(st->holder)) return;
+        st->releasing = true;
+        write(lock_release{st->registry, st->key, st->holder}, std::chrono::duration_cast<duration>(opts_.node_down_after),
+              [this, st](std::error_code ec, result r) {
+                  if (!ec && r.ok()) registered_.erase(st->holder);  // nothing of it is left to clean up
+                  exit_process(st->holder, "released");
+              });
+    }
+
+    void end_lock(lock_state& st, std::error_code ec) {
+        if (st.ended) return;
+        st.ended = true;
+        lock_waits_.erase(st.holder);
+        lock_grants_.erase(st.holder);
+        // Posted: the holder may be exiting in the middle of fencing, which must finish
+        // (every claimer stopped) before user code runs.
+        if (st.done) transport_.post([done = std::move(st.done), ec = st.error ? st.error : ec, token = st.token] { done(ec, token); });
+    }
+
     void tell_listener_processes(const event& e) {
         const auto& names = sm_.listeners(e.registry);
         if (names.empty() || stopped_) return;
@@ -1715,6 +1829,8 @@ private:
 
     std::map<std::uint64_t, state_machine::listener> listeners_;
     std::vector<std::pair<pid, json>> listener_mail_;  ///< for listener processes, not delivered yet
+    std::map<pid, std::shared_ptr<lock_state>> lock_waits_;  ///< local lock holders and waiters
+    std::map<pid, std::uint64_t> lock_grants_;                ///< grants applied, not yet run
     bool mail_posted_ = false;
     std::uint64_t listener_ids_ = 0;
     std::map<std::uint64_t, app_handler> user_apps_;

@@ -84,9 +84,9 @@ struct session_limits {
     std::size_t max = max_sessions;
     friend bool operator==(const session_limits&, const session_limits&) = default;
 };
-/// Version of the snapshot layout restore() writes; it reads this one and version 1 (before
-/// registries had listeners).
-inline constexpr std::uint32_t snapshot_format_version = 2;
+/// Version of the snapshot layout snapshot() writes; restore() reads it and versions 1
+/// (before registries had listeners) and 2 (before locks); it snapshots them as this one.
+inline constexpr std::uint32_t snapshot_format_version = 3;
 /// First four bytes of a snapshot: "RRSM" read as a little-endian u32.
 inline constexpr std::uint32_t snapshot_magic = 0x4d535252;
 
@@ -136,12 +136,17 @@ public:
 
     /// Replaces the listener (empty: none). It stays across restore().
     void set_listener(listener l) { listener_ = std::move(l); }
+    /// Called during apply whenever a lock gets a holder: registry, key, holder, its fencing
+    /// token. An observer only, like the listener; it stays across restore().
+    using lock_listener = std::function<void(const std::string&, const std::string&, const pid&, std::uint64_t)>;
+    void set_lock_listener(lock_listener l) { lock_listener_ = std::move(l); }
     const session_limits& limits() const noexcept { return limits_; }
 
     /// Applies one committed entry and answers its result. Deterministic; never throws on any
     /// entry data (malformed data answers invalid_argument and changes nothing).
     result apply(const raft::entry& e) {
         visits_ = 0;
+        index_ = e.index;
         if (e.type != raft::entry_type::normal || e.data.empty()) return {};
         auto env = decode_envelope(e.data);
         if (!env) return refused(errc::invalid_argument);
@@ -216,6 +221,15 @@ public:
                 w.bytes(l.registry);
                 w.bytes(l.key);
             }
+            w.u32(static_cast<std::uint32_t>(reg.locks.size()));
+            for (const auto& [key, l] : reg.locks) {
+                w.bytes(key);
+                detail::put_pid(w, l.holder);
+                w.u64(l.token);
+                w.u32(static_cast<std::uint32_t>(l.waiters.size()));
+                for (const auto& p : l.waiters) detail::put_pid(w, p);
+                if (due()) co_await std::suspend_always{};
+            }
         }
         w.u32(static_cast<std::uint32_t>(sessions_.size()));
         for (const auto& [id, s] : sessions_) {
@@ -242,7 +256,8 @@ public:
 
     /// Replaces the state with a snapshot's. Throws std::runtime_error naming the problem
     /// (truncated, not a snapshot, unsupported version, checksum mismatch, malformed body);
-    /// the state is then unchanged. snapshot() after restore(s) == s.
+    /// the state is then unchanged. snapshot() after restore(s) == s for a snapshot of the
+    /// current format (an older one comes back in the current format).
     void restore(std::string_view image) {
         constexpr std::size_t header_bytes = 12;
         if (image.size() < header_bytes)
@@ -262,6 +277,7 @@ public:
         fresh.load_body(body, version);
         fresh.check_invariants();
         fresh.listener_ = std::move(listener_);
+        fresh.lock_listener_ = std::move(lock_listener_);
         *this = std::move(fresh);
     }
 
@@ -280,6 +296,23 @@ public:
         static const std::vector<process_name> none;
         const auto* r = find_registry(reg);
         return r ? r->listeners : none;
+    }
+
+    /// The holder of lock `key` and its fencing token; nothing if the lock is free.
+    std::optional<std::pair<pid, std::uint64_t>> lock_holder(std::string_view reg, std::string_view key) const {
+        const auto* r = find_registry(reg);
+        if (r == nullptr) return std::nullopt;
+        auto it = r->locks.find(key);
+        if (it == r->locks.end()) return std::nullopt;
+        return std::pair{it->second.holder, it->second.token};
+    }
+
+    /// The processes waiting for lock `key`, first in line first.
+    std::vector<pid> lock_waiters(std::string_view reg, std::string_view key) const {
+        const auto* r = find_registry(reg);
+        if (r == nullptr) return {};
+        auto it = r->locks.find(key);
+        return it == r->locks.end() ? std::vector<pid>{} : it->second.waiters;
     }
 
     /// The names of every registry, sorted.
@@ -518,6 +551,22 @@ public:
             }
         }
         RR_ASSERT(indexed == refs);
+        std::size_t lock_places = 0, lock_indexed = 0;
+        for (const auto& [name, reg] : registries_) {
+            for (const auto& [key, l] : reg.locks) {
+                RR_ASSERT(l.token > 0 && !life_over(l.holder) && lock_refs_.at(l.holder).contains({name, key}));
+                ++lock_places;
+                for (const auto& w : l.waiters) {
+                    RR_ASSERT(w != l.holder && lock_refs_.at(w).contains({name, key}));
+                    ++lock_places;
+                }
+            }
+        }
+        for (const auto& [p, locks] : lock_refs_) {
+            RR_ASSERT(!locks.empty());
+            lock_indexed += locks.size();
+        }
+        RR_ASSERT(lock_places == lock_indexed);
         RR_ASSERT(node_indexed == by_pid_.size());
         RR_ASSERT(sessions_.size() == lru_.size() && sessions_.size() <= limits_.max);
         for (const auto& [tick, id] : lru_) {
@@ -541,6 +590,13 @@ private:
         std::size_t operator()(const hashed_key& k) const noexcept { return k.hash; }
     };
 
+    /// A held lock: its holder, the holder's fencing token, and the line (FIFO).
+    struct lock_data {
+        pid holder;
+        std::uint64_t token = 0;
+        std::vector<pid> waiters;
+    };
+
     struct registry_data {
         /// pid -> value; in a duplicate registry a pid may hold several entries under one key,
         /// kept in the order they were registered (a multimap keeps equal keys in insertion order).
@@ -554,6 +610,7 @@ private:
         std::unordered_map<hashed_key, entry_map::iterator, key_hash> index;
         std::map<std::string, json, std::less<>> meta;
         std::vector<process_name> listeners;  ///< told of every registration and removal
+        std::map<std::string, lock_data, std::less<>> locks;  ///< key -> holder and line (only held locks)
         std::map<pid, std::size_t> pids;  ///< pid -> its number of entries here
         std::size_t registrations = 0;
 
@@ -561,7 +618,7 @@ private:
         registry_data(registry_data&&) noexcept = default;
         registry_data& operator=(registry_data&&) noexcept = default;
         registry_data(const registry_data& o)
-            : mode(o.mode), entries(o.entries), meta(o.meta), listeners(o.listeners), pids(o.pids),
+            : mode(o.mode), entries(o.entries), meta(o.meta), listeners(o.listeners), locks(o.locks), pids(o.pids),
               registrations(o.registrations) {
             index.reserve(entries.size());
             for (auto it = entries.begin(); it != entries.end(); ++it) index.emplace(hashed_key(it->first), it);
@@ -739,6 +796,7 @@ private:
 
     /// Removes every registration of `p`: O(its registrations · log n).
     std::uint64_t remove_pid(const pid& p) {
+        release_locks_of(p);
         auto bp = by_pid_.find(p);
         if (bp == by_pid_.end()) return 0;
         const std::set<ref> refs = bp->second;  // erase_entry edits the index as we go
@@ -771,10 +829,13 @@ private:
     template <class Pred>
     std::uint64_t remove_lives(const std::string& node, Pred doomed) {
         auto bn = by_node_.find(node);
-        if (bn == by_node_.end()) return 0;
         std::vector<pid> victims;
-        for (auto e = bn->second.begin(); e != bn->second.end() && doomed(e->first); ++e)
-            victims.insert(victims.end(), e->second.begin(), e->second.end());
+        if (bn != by_node_.end())
+            for (auto e = bn->second.begin(); e != bn->second.end() && doomed(e->first); ++e)
+                victims.insert(victims.end(), e->second.begin(), e->second.end());
+        // Processes that only hold or wait for locks (lock_refs_ is ordered by node, epoch).
+        for (auto it = lock_refs_.lower_bound(pid{node, 0, 0}); it != lock_refs_.end() && it->first.node == node; ++it)
+            if (doomed(it->first.epoch) && !by_pid_.contains(it->first)) victims.push_back(it->first);
         std::uint64_t removed = 0;
         for (const auto& p : victims) removed += remove_pid(p);
         return removed;
@@ -937,6 +998,92 @@ private:
 
     result run(const open_session&) { return {}; }
 
+    // ---- Locks ----
+
+    result run(const lock_acquire& c) {
+        if (!valid_name(c.registry) || !valid_key(c.key) || !valid_pid(c.owner)) return refused(errc::invalid_argument);
+        auto reg = registries_.find(c.registry);
+        if (reg == registries_.end()) return refused(errc::unknown_registry);
+        if (life_over(c.owner)) return refused(errc::noproc);
+        adopt_life(c.owner);
+        auto [it, fresh] = reg->second.locks.try_emplace(c.key);
+        lock_data& l = it->second;
+        if (!fresh) {
+            if (l.holder == c.owner || std::find(l.waiters.begin(), l.waiters.end(), c.owner) != l.waiters.end())
+                return refused(errc::invalid_argument);  // not reentrant
+            l.waiters.push_back(c.owner);
+            lock_refs_[c.owner].emplace(reg->first, c.key);
+            result r;
+            r.conflict = true;  // in line
+            r.owner = l.holder;
+            return r;
+        }
+        l.holder = c.owner;
+        l.token = index_;
+        lock_refs_[c.owner].emplace(reg->first, c.key);
+        if (lock_listener_) lock_listener_(reg->first, c.key, c.owner, l.token);
+        result r;
+        r.current = json(l.token);
+        return r;
+    }
+
+    result run(const lock_release& c) {
+        if (!valid_name(c.registry) || !valid_key(c.key) || !valid_pid(c.owner)) return refused(errc::invalid_argument);
+        auto reg = registries_.find(c.registry);
+        if (reg == registries_.end()) return refused(errc::unknown_registry);
+        auto it = reg->second.locks.find(c.key);
+        if (it == reg->second.locks.end() || !leave_lock(reg->first, reg->second, it, c.owner)) return refused(errc::not_owner);
+        return {};
+    }
+
+    /// Takes `p` out of every lock it holds (handing each to the next in line) or waits for.
+    void release_locks_of(const pid& p) {
+        auto refs = lock_refs_.find(p);
+        if (refs == lock_refs_.end()) return;
+        const std::set<ref> held = refs->second;  // leave_lock edits the index
+        for (const auto& [name, key] : held) {
+            auto reg = registries_.find(name);
+            RR_ASSERT(reg != registries_.end());
+            auto it = reg->second.locks.find(key);
+            RR_ASSERT(it != reg->second.locks.end());
+            RR_ASSERT(leave_lock(name, reg->second, it, p));
+        }
+        RR_ASSERT(!lock_refs_.contains(p));
+    }
+
+    /// `p` leaves the lock at `it`: as its holder, the first waiter whose life is not over
+    /// takes it with this entry's index as its token (the lock is gone if none); as a
+    /// waiter, it leaves the line. Whether `p` held or waited.
+    bool leave_lock(const std::string& name, registry_data& reg, decltype(registry_data::locks)::iterator it, const pid& p) {
+        lock_data& l = it->second;
+        const auto unref = [&](const pid& q) {
+            auto r = lock_refs_.find(q);
+            RR_ASSERT(r != lock_refs_.end() && r->second.erase({name, it->first}) == 1);
+            if (r->second.empty()) lock_refs_.erase(r);
+        };
+        if (l.holder != p) {
+            auto w = std::find(l.waiters.begin(), l.waiters.end(), p);
+            if (w == l.waiters.end()) return false;
+            l.waiters.erase(w);
+            unref(p);
+            return true;
+        }
+        unref(p);
+        while (!l.waiters.empty() && life_over(l.waiters.front())) {  // a waiter of a life that ended
+            unref(l.waiters.front());
+            l.waiters.erase(l.waiters.begin());
+        }
+        if (l.waiters.empty()) {
+            reg.locks.erase(it);
+            return true;
+        }
+        l.holder = l.waiters.front();
+        l.waiters.erase(l.waiters.begin());
+        l.token = index_;
+        if (lock_listener_) lock_listener_(name, it->first, l.holder, l.token);
+        return true;
+    }
+
     result run(const create_registry& c) {
         if (!valid_name(c.name)) return refused(errc::invalid_argument);
         if (const auto* reg = find_registry(c.name))  // its own options stay: these are not looked at
@@ -980,7 +1127,7 @@ private:
             l.down = down == 1;
             prev_node = &nodes_.emplace(std::move(node), l).first->first;
         }
-        const std::uint32_t n_regs = r.count(4 + 1 + 4 + 4 + (version == 1 ? 0 : 4));
+        const std::uint32_t n_regs = r.count(4 + 1 + 4 + 4 + (version == 1 ? 0 : 4) + (version <= 2 ? 0 : 4));
         check(true, "");
         const std::string* prev_reg = nullptr;
         for (std::uint32_t i = 0; i < n_regs; ++i) {
@@ -1030,6 +1177,31 @@ private:
                 check(valid_name(name.registry) && valid_key(name.key), "bad listener");
                 reg->second.listeners.push_back(std::move(name));
             }
+            if (version == 2) continue;  // no locks then
+            const std::uint32_t n_locks = r.count(4 + 4 + 8 + 8 + 8 + 4);
+            check(true, "");
+            std::optional<std::string> prev_lock;
+            for (std::uint32_t l = 0; l < n_locks; ++l) {
+                std::string key = r.bytes();
+                lock_data lock;
+                lock.holder = detail::get_pid(r);
+                lock.token = r.u64();
+                const std::uint32_t n_waiters = r.count(4 + 8 + 8);
+                check(valid_key(key) && (!prev_lock || *prev_lock < key) && valid_pid(lock.holder) &&
+                          !life_over(lock.holder) && lock.token > 0,
+                      "bad lock");
+                for (std::uint32_t w = 0; w < n_waiters; ++w) {
+                    pid p = detail::get_pid(r);
+                    check(valid_pid(p) && !life_over(p) && p != lock.holder &&
+                              std::find(lock.waiters.begin(), lock.waiters.end(), p) == lock.waiters.end(),
+                          "bad lock waiter");
+                    lock.waiters.push_back(std::move(p));
+                }
+                auto it = reg->second.locks.emplace(key, std::move(lock)).first;
+                lock_refs_[it->second.holder].emplace(reg->first, key);
+                for (const auto& p : it->second.waiters) lock_refs_[p].emplace(reg->first, key);
+                prev_lock = std::move(key);
+            }
         }
         const std::uint32_t n_sessions = r.count(8 * 4 + 3 + 8);
         check(n_sessions <= limits_.max, "too many sessions");
@@ -1061,6 +1233,9 @@ private:
     std::uint64_t visits_ = 0;
     std::uint64_t sessions_dropped_ = 0;
     listener listener_;
+    lock_listener lock_listener_;
+    std::map<pid, std::set<ref>> lock_refs_;  ///< pid -> the (registry, key) locks it holds or waits for
+    std::uint64_t index_ = 0;                 ///< the log index of the entry being applied (fencing tokens)
     session_limits limits_;
 };
 

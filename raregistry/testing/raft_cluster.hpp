@@ -137,7 +137,7 @@ struct fault_counts {
                   removals = 0, removals_of_live_owners = 0, leader_removals = 0, wipes = 0, force_leaders = 0,
                   sessions_expired = 0, session_refusals = 0, heals = 0,
                   // the registry workload's operation mix (not faults), shown so that none is vacuous
-                  spec_reads = 0, duplicate_registrations = 0, duplicate_checks = 0;
+                  spec_reads = 0, duplicate_registrations = 0, duplicate_checks = 0, lock_requests = 0, lock_grants = 0;
 
     void add(const fault_counts& o) {
         for (const auto& [name, field] : table()) this->*field += o.*field;
@@ -179,7 +179,9 @@ private:
             {"heal", &fault_counts::heals},
             {"spec_read", &fault_counts::spec_reads},
             {"duplicate_registration", &fault_counts::duplicate_registrations},
-            {"duplicate_check", &fault_counts::duplicate_checks}};
+            {"duplicate_check", &fault_counts::duplicate_checks},
+            {"lock_request", &fault_counts::lock_requests},
+            {"lock_grant", &fault_counts::lock_grants}};
         return t;
     }
 };

@@ -252,7 +252,7 @@ private:
             const std::string value = op->value;
             reg.async_update_value(op->key, [value](const registry::json&) { return registry::json(value); },
                                    [finish](std::error_code ec, registry::update_result) { finish(outcome_of(ec)); });
-        } else if (roll < 95) {
+        } else if (roll < 91) {
             op->kind = lin::op_kind::lookup;
             const bool lease = rng.below(2) != 0;
             auto how = lease ? registry::consistency::lease : registry::consistency::linearizable;
@@ -285,7 +285,7 @@ private:
                     read_done(ec, seen);
                 });
             }
-        } else if (roll < 97) {
+        } else if (roll < 94) {
             // A duplicate registration: the process adds one more entry under a shared key.
             // Checked by check_duplicates, not in the history (abandon() drops lookups).
             op->kind = lin::op_kind::lookup;
@@ -303,6 +303,36 @@ private:
                     cl->pending.reset();
                     schedule_client(cl);
                 });
+        } else if (roll < 97) {
+            // The lock: held for a while, then released (checked by lock_granted, not in the history).
+            op->kind = lin::op_kind::lookup;
+            ++counts_.lock_requests;
+            const sim::time_us hold = rng.between(1'000, 30'000);
+            auto* rep = m.rep.get();
+            const auto node = m.id;
+            rep->lock(registry_name, "L", std::chrono::duration_cast<sim_replica::duration>(opts.timeout),
+                      [this, rep, node, hold, era](std::uint64_t token, const registry::pid& holder, std::function<void()> release) {
+                          lock_granted(holder, token, era);
+                          sim_.schedule(sim_.now() + hold, node, [this, rep, holder, release] {
+                              auto* owner = c_.find(holder.node);
+                              if (!owner || owner->rep.get() != rep || !rep->alive(holder)) {
+                                  note(holder.to_string() + " cannot release the lock: it is gone");
+                                  return;
+                              }
+                              note(holder.to_string() + " releases the lock");
+                              // From here on it does not use the lock: it is no holder any more.
+                              std::erase_if(holding_, [&](const auto& h) { return h.first == holder; });
+                              release();
+                          });
+                      },
+                      [this, cl, op](std::error_code ec, std::uint64_t token) {
+                          note("a lock with token " + std::to_string(token) + " ends: " + ec.message());
+                          std::erase_if(holding_, [&](const auto& h) { return h.second == token && token != 0; });
+                          if (cl->pending != op) return;  // abandoned: its node died
+                          cl->pending.reset();
+                          check_owners();
+                          schedule_client(cl);
+                      });
         } else {
             cl->pending.reset();
             m.rep->exit_process(*cl->proc, "done");
@@ -334,8 +364,27 @@ private:
     }
 
     /// After every operation: no key has two live processes that were told they own it.
+    /// The lock was granted to `holder`: no other holder may be alive, and tokens grow.
+    void lock_granted(const registry::pid& holder, std::uint64_t token, std::uint64_t era) {
+        ++counts_.lock_grants;
+        note(holder.to_string() + " holds the lock, token " + std::to_string(token));
+        if (era == era_ && era_ == 0) {  // a forced recovery may lose grants, and tokens with them
+            if (token <= last_token_ && owner_violations_.size() < 5)
+                owner_violations_.push_back("lock token " + std::to_string(token) + " after " + std::to_string(last_token_));
+            last_token_ = std::max(last_token_, token);
+        }
+        holding_.emplace_back(holder, token);
+        check_owners();
+    }
+
     void check_owners() {
         if (chaos_) return;  // fencing needs the clock bound
+        std::vector<std::string> live_holders;
+        for (const auto& [p, token] : holding_)
+            if (alive(p)) live_holders.push_back(p.to_string() + " (token " + std::to_string(token) + ")");
+        if (live_holders.size() > 1 && era_ == 0 && owner_violations_.size() < 5)
+            owner_violations_.push_back("two live holders of the lock: " + live_holders[0] + " and " + live_holders[1] +
+                                        " at " + std::to_string(sim_.now()) + " us");
         for (const auto& [key, holders] : beliefs_) {
             if (holders.size() < 2) continue;
             std::vector<std::string> live;
@@ -776,6 +825,24 @@ private:
                 done = r && !std::get<0>(*r);
                 if (!done) sim_.run_for(20'000);
             }
+            if (done) {  // the lock too: no waiter is left starving once the faults heal
+                auto locked = std::make_shared<bool>(false);  // both may run after this returns
+                auto ended = std::make_shared<std::optional<std::error_code>>();
+                m->rep->lock(registry_name, "L", std::chrono::seconds(5),
+                             [locked](std::uint64_t, const registry::pid&, std::function<void()> release) {
+                                 *locked = true;
+                                 release();
+                             },
+                             [ended](std::error_code ec, std::uint64_t) { *ended = ec; });
+                c_.run_until([&] { return ended->has_value(); }, 6'000'000);
+                done = *locked && *ended == std::error_code();
+                if (!done) {
+                    out.detail += " the lock was not granted on " + m->name + " after the faults healed (";
+                    if (auto h = m->rep->state().lock_holder(registry_name, "L"))
+                        out.detail += "held by " + h->first.to_string() + " token " + std::to_string(h->second) + ", ";
+                    out.detail += std::to_string(m->rep->state().lock_waiters(registry_name, "L").size()) + " waiting)";
+                }
+            }
             if (!done) {
                 out.progress = false;
                 const auto& c = m->rep->core();
@@ -845,6 +912,8 @@ private:
         std::size_t acked = 0, unknown = 0, pending = 0;
     };
     std::map<std::string, duplicate_tally> dup_;  ///< process -> its duplicate registrations
+    std::vector<std::pair<registry::pid, std::uint64_t>> holding_;  ///< lock grants not yet ended
+    std::uint64_t last_token_ = 0;
     std::vector<std::shared_ptr<client>> clients_;
     std::vector<lin::operation> history_;
     std::map<std::string, std::set<std::string>> beliefs_;  ///< key -> pids told they own it

@@ -1088,3 +1088,75 @@ TEST_CASE("match specs, written from a follower and read on every node: select, 
         CHECK(std::get<1>(*left) == std::vector<json>{json{{"role", "worker"}, {"load", 1}}});
     }
 }
+
+TEST_CASE("Registry.lock, cluster-wide: FIFO across nodes, growing fencing tokens; a cut-off holder is fenced before "
+          "the next one gets it") {
+    fixture f;
+    std::vector<std::string> order;
+    std::vector<std::uint64_t> tokens;
+    std::function<void()> release0;
+    using ended = std::optional<std::pair<std::error_code, std::uint64_t>>;
+    ended end0, end1, end2;
+    auto done = [](ended& e) { return [&e](std::error_code ec, std::uint64_t t) { e.emplace(ec, t); }; };
+    auto take = [&](std::size_t i, bool hold) {
+        return [&, i, hold](std::uint64_t t, std::function<void()> release) {
+            order.push_back("n" + std::to_string(i));
+            tokens.push_back(t);
+            if (hold) release0 = std::move(release);
+            else release();
+        };
+    };
+    f.reg[0].async_lock("L", take(0, true), done(end0));
+    REQUIRE(f.c.run_until([&] { return order.size() == 1; }));
+    f.reg[1].async_lock("L", take(1, false), done(end1));
+    f.c.sim().run_for(100'000);
+    f.reg[2].async_lock("L", take(2, false), done(end2));
+    f.c.sim().run_for(100'000);
+    CHECK(order.size() == 1);  // both wait in line, in the order they asked
+    for (auto& m : f.c.members()) CHECK(m.rep->state().lock_waiters("MyApp.Registry", "L").size() == 2);
+    release0();
+    REQUIRE(f.c.run_until([&] { return end0 && end1 && end2; }));
+    CHECK(order == std::vector<std::string>{"n0", "n1", "n2"});
+    REQUIRE(tokens.size() == 3);
+    CHECK(tokens[0] < tokens[1]);
+    CHECK(tokens[1] < tokens[2]);
+    CHECK(!end0->first);
+    CHECK(end0->second == tokens[0]);
+    CHECK(!end1->first);
+    CHECK(!end2->first);
+    for (auto& m : f.c.members()) CHECK(!m.rep->state().lock_holder("MyApp.Registry", "L"));
+
+    // A holder cut off from the quorum is stopped (fenced) before node_down frees the lock.
+    const std::size_t fol = follower_of(f.c);
+    const std::size_t other = (fol + 1) % 3;
+    order.clear();
+    ended cut_end, next_end;
+    sim::time_us fenced_at = 0, next_at = 0;
+    f.reg[fol].async_lock("L", [&](std::uint64_t, std::function<void()>) { order.push_back("cut"); },
+                          [&](std::error_code ec, std::uint64_t t) {
+                              cut_end.emplace(ec, t);
+                              fenced_at = f.c.sim().now();
+                          });
+    REQUIRE(f.c.run_until([&] { return order.size() == 1; }));
+    f.c.sim().isolate(f.c.at(fol).id);
+    f.reg[other].with(registry::op_options{.timeout = std::chrono::seconds(10)})
+        .async_lock("L",
+                    [&](std::uint64_t, std::function<void()> release) {
+                        order.push_back("next");
+                        next_at = f.c.sim().now();
+                        release();
+                    },
+                    done(next_end));
+    REQUIRE(f.c.run_until([&] { return cut_end && next_end; }, 8'000'000));
+    CHECK(cut_end->first == errc::noproc);  // it lost the lock: it was told so
+    CHECK(!next_end->first);
+    CHECK(order == std::vector<std::string>{"cut", "next"});
+    CHECK(fenced_at < next_at);
+    f.c.sim().heal();
+    // Unknown registries write nothing for locks either.
+    auto typo = await<std::uint64_t>(f.c, [&](auto cb) {
+        f.c.registry(f.c.at(0), "nope").async_lock("L", [](std::uint64_t, std::function<void()> r) { r(); }, cb);
+    });
+    REQUIRE(typo);
+    CHECK(std::get<0>(*typo) == errc::unknown_registry);
+}

@@ -51,6 +51,7 @@ TEST_CASE("registry under every fault: linearizable histories, never two live ow
     CHECK(c.spec_reads > seeds);
     CHECK(c.duplicate_registrations > seeds);
     CHECK(c.duplicate_checks > seeds);
+    CHECK(c.lock_grants > seeds);
 }
 
 TEST_CASE("clock chaos (rates and jumps beyond the bound): every promise but lease reads and fencing holds (200 seeds)") {

@@ -80,6 +80,8 @@ std::vector<registry::command> every_command() {
         registry::create_registry{"O", keys::duplicate, {{"color", json("blue")}, {"n", json(1)}}, {{"R", "watcher"}}},
         registry::create_registry{"P", keys::unique, {}, {{"R", "a"}, {"S", "b"}}},
         registry::unregister_select{"R", "k", P("n1", 2, 3), json::parse(R"([["$1", [[">", "$1", 0]], ["$_"]]])")},
+        registry::lock_acquire{"R", "lock", P("n1", 2, 3)},
+        registry::lock_release{"R", "lock", P("n1", 2, 3)},
     };
 }
 
@@ -1177,4 +1179,61 @@ TEST_CASE("match specs under review: byte strings, copy bombs, bodies, exact int
     CHECK(h.run(registry::create_registry{"L", keys::unique, {}, {{"R", "w"}, {"R", "w"}}}).code == errc::invalid_argument);
     // Creating an existing registry with the same mode is ok whatever the options.
     CHECK(h.run(registry::create_registry{"D", keys::duplicate, {{"", json(1)}}, {}}) == result{});
+}
+
+TEST_CASE("locks: FIFO line, fencing tokens are the granting entries' log indexes, released by exit and node death") {
+    harness h;
+    REQUIRE(h.create("R", keys::unique).ok());
+    std::vector<std::pair<std::string, std::uint64_t>> grants;
+    h.sm.set_lock_listener([&](const std::string&, const std::string& key, const pid& p, std::uint64_t token) {
+        grants.emplace_back(key + "@" + p.to_string(), token);
+    });
+    const pid a = P("n1", 1, 1), b = P("n2", 1, 1), c = P("n3", 1, 1);
+    const result got = h.run(registry::lock_acquire{"R", "L", a});
+    CHECK(got.ok());
+    CHECK(got.current == json(h.index));  // the token: this entry's index
+    const std::uint64_t t1 = h.index;
+    result queued = h.run(registry::lock_acquire{"R", "L", b});
+    CHECK(queued.conflict);
+    CHECK(queued.owner == a);
+    CHECK(h.run(registry::lock_acquire{"R", "L", c}).conflict);
+    CHECK(h.run(registry::lock_acquire{"R", "L", b}).code == errc::invalid_argument);  // not reentrant
+    CHECK(h.run(registry::lock_acquire{"R", "L", a}).code == errc::invalid_argument);
+    CHECK(h.run(registry::lock_acquire{"X", "L", a}).code == errc::unknown_registry);
+    CHECK(h.sm.lock_holder("R", "L") == std::pair{a, t1});
+    CHECK(h.sm.lock_waiters("R", "L") == std::vector<pid>{b, c});
+    CHECK(h.run(registry::lock_release{"R", "L", P("n9", 1, 1)}).code == errc::not_owner);
+    // a releases: b holds, with the release's index as its token
+    CHECK(h.run(registry::lock_release{"R", "L", a}).ok());
+    const std::uint64_t t2 = h.index;
+    CHECK(t2 > t1);
+    CHECK(h.sm.lock_holder("R", "L") == std::pair{b, t2});
+    // a snapshot keeps the line
+    state_machine copy;
+    copy.restore(h.sm.snapshot());
+    CHECK(copy.lock_holder("R", "L") == std::pair{b, t2});
+    CHECK(copy.lock_waiters("R", "L") == std::vector<pid>{c});
+    CHECK(copy.snapshot() == h.sm.snapshot());
+    // b exits: c holds
+    CHECK(h.run(registry::process_down{b}).ok());
+    const std::uint64_t t3 = h.index;
+    CHECK(h.sm.lock_holder("R", "L") == std::pair{c, t3});
+    // a waiter leaves the line by releasing
+    CHECK(h.run(registry::lock_acquire{"R", "L", a}).conflict);
+    CHECK(h.run(registry::lock_release{"R", "L", a}).ok());
+    CHECK(h.sm.lock_waiters("R", "L").empty());
+    // c's node life ends: the lock is free; a waiter of a dead life is skipped, not granted
+    CHECK(h.run(registry::lock_acquire{"R", "M", c}).ok());
+    CHECK(h.run(registry::lock_acquire{"R", "M", P("n3", 1, 2)}).conflict);
+    CHECK(h.run(registry::lock_acquire{"R", "M", a}).conflict);
+    CHECK(h.run(registry::node_down{"n3", 1}).ok());
+    const std::uint64_t t4 = h.index;
+    CHECK(!h.sm.lock_holder("R", "L"));
+    CHECK(h.sm.lock_holder("R", "M") == std::pair{a, t4});
+    CHECK(h.run(registry::lock_acquire{"R", "L", P("n3", 1, 3)}).code == errc::noproc);  // that life is over
+    h.sm.check_invariants();
+    const std::vector<std::pair<std::string, std::uint64_t>> expected{
+        {"L@" + a.to_string(), t1}, {"L@" + b.to_string(), t2}, {"L@" + c.to_string(), t3}, {"M@" + c.to_string(), t3 + 3},
+        {"M@" + a.to_string(), t4}};
+    CHECK(grants == expected);
 }
