@@ -188,6 +188,11 @@ public:
         sm_.set_lock_listener([this](const std::string&, const std::string&, const pid& holder, std::uint64_t token) {
             on_lock_granted(holder, token);
         });
+        sm_.set_restore_listener([this] {  // grants a snapshot covered: run them (or free them) now
+            sm_.for_each_lock([this](const std::string&, const std::string&, const pid& holder, std::uint64_t token) {
+                on_lock_granted(holder, token);
+            });
+        });
         typename node_type::options no;
         no.raft = opts_.raft;
         no.tick = std::chrono::duration_cast<duration>(opts_.tick);
@@ -385,7 +390,8 @@ public:
             end_lock(*st, reason == "released" ? std::error_code() : reason == "shutdown" ? errc::shutting_down : errc::noproc);
         });
         lock_waits_[st->holder] = st;
-        write(lock_acquire{reg, key, st->holder}, timeout, [this, st, timeout](std::error_code ec, result r) {
+        const duration deadline = transport_.now() + timeout;  // one deadline for the acquire and the wait
+        write(lock_acquire{reg, key, st->holder}, timeout, [this, st, deadline](std::error_code ec, result r) {
             if (st->granted || st->ended) return;
             if (!ec) ec = r.code;
             if (ec) {
@@ -394,7 +400,8 @@ public:
             }
             if (!r.conflict && r.current && r.current->is_number_unsigned()) return grant(st, r.current->get<std::uint64_t>());
             if (auto g = lock_grants_.find(st->holder); g != lock_grants_.end()) return grant(st, g->second);
-            transport_.after(timeout, [this, st] {  // in line: the grant comes as an entry applies
+            const duration now = transport_.now();
+            transport_.after(deadline > now ? deadline - now : duration{0}, [this, st] {  // in line: the grant comes as an entry applies
                 if (st->granted || st->ended || stopped_) return;
                 check_fence(transport_.now());  // a node resumed from a pause fences before its processes act
                 if (st->granted || st->ended) return;
@@ -1656,12 +1663,17 @@ private:
         st->granted = true;
         st->token = token;
         lock_grants_.erase(st->holder);
-        st->body(token, st->holder, [this, st] { release(st); });
+        try {
+            st->body(token, st->holder, [this, st] { release(st); });
+        } catch (const std::exception& e) {
+            exit_process(st->holder, e.what());  // a body that throws ends its holder, as a process's handler does
+        }
     }
 
     /// Releases through the log, so that the lock is free (or the next one's) when the lock
     /// completes; then the holder process ends (no process_down needed if the release applied).
     void release(const std::shared_ptr<lock_state>& st) {
+        check_fence(transport_.now());  // a holder resumed from a pause is stopped first, if cut off
         if (st->ended || st->releasing || !procs_.contains(st->holder)) return;
         st->releasing = true;
         write(lock_release{st->registry, st->key, st->holder}, std::chrono::duration_cast<duration>(opts_.node_down_after),

@@ -140,6 +140,9 @@ public:
     /// token. An observer only, like the listener; it stays across restore().
     using lock_listener = std::function<void(const std::string&, const std::string&, const pid&, std::uint64_t)>;
     void set_lock_listener(lock_listener l) { lock_listener_ = std::move(l); }
+    /// Called after restore() replaced the state (e.g. a snapshot from the leader): changes it
+    /// covered were not seen by the listeners. It stays across restore().
+    void set_restore_listener(std::function<void()> l) { restore_listener_ = std::move(l); }
     const session_limits& limits() const noexcept { return limits_; }
 
     /// Applies one committed entry and answers its result. Deterministic; never throws on any
@@ -265,7 +268,7 @@ public:
         detail::reader h(image.substr(0, header_bytes));
         const std::uint32_t magic = h.u32(), version = h.u32(), stored_crc = h.u32();
         if (magic != snapshot_magic) corrupt("not a registry snapshot (bad magic)");
-        if (version != snapshot_format_version && version != 1)
+        if (version < 1 || version > snapshot_format_version)
             corrupt("format version " + std::to_string(version) + " is not supported (this build reads " +
                     std::to_string(snapshot_format_version) + ")");
         const std::string_view body = image.substr(header_bytes);
@@ -278,7 +281,9 @@ public:
         fresh.check_invariants();
         fresh.listener_ = std::move(listener_);
         fresh.lock_listener_ = std::move(lock_listener_);
+        fresh.restore_listener_ = std::move(restore_listener_);
         *this = std::move(fresh);
+        if (restore_listener_) restore_listener_();
     }
 
     // ---- Queries: pure, const; an unknown registry reads as empty (the API answers
@@ -305,6 +310,13 @@ public:
         auto it = r->locks.find(key);
         if (it == r->locks.end()) return std::nullopt;
         return std::pair{it->second.holder, it->second.token};
+    }
+
+    /// Calls f(registry, key, holder, token) for every held lock, in registry then key order.
+    template <class F>
+    void for_each_lock(F&& f) const {
+        for (const auto& [name, reg] : registries_)
+            for (const auto& [key, l] : reg.locks) f(name, key, l.holder, l.token);
     }
 
     /// The processes waiting for lock `key`, first in line first.
@@ -1234,6 +1246,7 @@ private:
     std::uint64_t sessions_dropped_ = 0;
     listener listener_;
     lock_listener lock_listener_;
+    std::function<void()> restore_listener_;
     std::map<pid, std::set<ref>> lock_refs_;  ///< pid -> the (registry, key) locks it holds or waits for
     std::uint64_t index_ = 0;                 ///< the log index of the entry being applied (fencing tokens)
     session_limits limits_;

@@ -320,9 +320,10 @@ private:
                                   return;
                               }
                               note(holder.to_string() + " releases the lock");
+                              release();       // a node resumed from a pause fences first
+                              check_owners();  // acting as holder up to here: still the only live one?
                               // From here on it does not use the lock: it is no holder any more.
                               std::erase_if(holding_, [&](const auto& h) { return h.first == holder; });
-                              release();
                           });
                       },
                       [this, cl, op](std::error_code ec, std::uint64_t token) {

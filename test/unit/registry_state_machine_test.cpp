@@ -1237,3 +1237,39 @@ TEST_CASE("locks: FIFO line, fencing tokens are the granting entries' log indexe
         {"M@" + a.to_string(), t4}};
     CHECK(grants == expected);
 }
+
+TEST_CASE("a snapshot of format version 2 (listeners, before locks) still restores") {
+    std::string body;
+    {
+        registry::detail::writer w(body);
+        w.u64(5);   // now_ms
+        w.u64(0);   // next_tick
+        w.u32(0);   // nodes
+        w.u32(1);   // registries
+        w.bytes("R");
+        w.u8(0);    // unique
+        w.u32(0);   // keys
+        w.u32(0);   // meta
+        w.u32(1);   // listeners
+        w.bytes("R");
+        w.bytes("watcher");
+        w.u32(0);   // sessions
+    }
+    std::string image;
+    {
+        registry::detail::writer w(image);
+        w.u32(registry::snapshot_magic);
+        w.u32(2);
+        w.u32(raregistry::detail::crc32c(body));
+    }
+    image += body;
+    state_machine sm;
+    sm.restore(image);  // threw "format version 2 is not supported" before the fix
+    CHECK(sm.mode("R") == keys::unique);
+    CHECK(sm.listeners("R") == std::vector<registry::process_name>{{"R", "watcher"}});
+    CHECK(!sm.lock_holder("R", "L"));
+    bool restored = false;
+    sm.set_restore_listener([&] { restored = true; });
+    sm.restore(sm.snapshot());
+    CHECK(restored);
+}
