@@ -470,14 +470,10 @@ public:
     auto async_lock(std::string key, std::function<void(std::uint64_t token, std::function<void()> release)> body, Token&& token) {
         return run<std::uint64_t>(std::forward<Token>(token), [self = *this, key = std::move(key), body = std::move(body)](auto done) mutable {
             if (auto ec = check_key(key)) return done(ec, 0);
-            auto go = [self, key, body, done]() mutable {
+            self.when_created([self, key, body, done](std::error_code ec) mutable {  // unknown_registry writes nothing
+                if (ec) return done(ec, std::uint64_t{0});
                 self.r_->lock(self.name_, key, self.timeout(),
                               [body](std::uint64_t t, const pid&, std::function<void()> release) { body(t, std::move(release)); }, done);
-            };
-            if (self.r_->state().mode(self.name_)) return go();
-            self.barrier([go, done](std::error_code ec) mutable {  // unknown_registry writes nothing
-                if (ec) return done(ec, std::uint64_t{0});
-                go();
             });
         });
     }
@@ -545,12 +541,24 @@ private:
         if (r_->state().mode(name_)) return r_->write(std::move(cmd), timeout(), std::move(h));
         auto self = *this;
         const auto deadline = r_->net().now() + timeout();  // one deadline for the barrier and the write
-        r_->read_barrier(consistency::linearizable, timeout(), [self, deadline, cmd = std::move(cmd), h = std::move(h)](std::error_code ec) mutable {
-            if (!ec && !self.r_->state().mode(self.name_)) ec = errc::unknown_registry;
+        when_created([self, deadline, cmd = std::move(cmd), h = std::move(h)](std::error_code ec) mutable {
             const auto now = self.r_->net().now();
             if (!ec && now >= deadline) ec = errc::no_quorum;  // nothing was proposed
             if (ec) return h(ec, result{});
             self.r_->write(std::move(cmd), std::chrono::duration_cast<duration>(deadline - now), std::move(h));
+        });
+    }
+
+    /// `go(ok)` once the registry is known to exist: at once if this replica applied its
+    /// creation, else behind a linearizable barrier; go(unknown_registry) if it was never
+    /// created.
+    template <class Go>
+    void when_created(Go go) const {
+        if (r_->state().mode(name_)) return go(std::error_code());
+        auto self = *this;
+        r_->read_barrier(consistency::linearizable, timeout(), [self, go = std::move(go)](std::error_code ec) mutable {
+            if (!ec && !self.r_->state().mode(self.name_)) ec = errc::unknown_registry;
+            go(ec);
         });
     }
 

@@ -953,6 +953,21 @@ TEST_CASE("create_registry of codec version 1 (before options existed) still dec
     CHECK(!registry::decode_envelope(old_form));
 }
 
+namespace {
+
+/// A snapshot of format `version` around `body`: header, checksum, body.
+std::string snapshot_image(std::uint32_t version, const std::string& body) {
+    std::string image;
+    registry::detail::writer w(image);
+    w.u32(registry::snapshot_magic);
+    w.u32(version);
+    w.u32(raregistry::detail::crc32c(body));
+    image += body;
+    return image;
+}
+
+}  // namespace
+
 TEST_CASE("a snapshot of format version 1 (before listeners) still restores") {
     std::string body;
     {
@@ -969,14 +984,7 @@ TEST_CASE("a snapshot of format version 1 (before listeners) still restores") {
         registry::detail::put_json(w, json("v"));
         w.u32(0);   // sessions
     }
-    std::string image;
-    {
-        registry::detail::writer w(image);
-        w.u32(registry::snapshot_magic);
-        w.u32(1);
-        w.u32(raregistry::detail::crc32c(body));
-    }
-    image += body;
+    const std::string image = snapshot_image(1, body);
     state_machine sm;
     sm.restore(image);
     CHECK(sm.mode("R") == keys::duplicate);
@@ -1255,14 +1263,7 @@ TEST_CASE("a snapshot of format version 2 (listeners, before locks) still restor
         w.bytes("watcher");
         w.u32(0);   // sessions
     }
-    std::string image;
-    {
-        registry::detail::writer w(image);
-        w.u32(registry::snapshot_magic);
-        w.u32(2);
-        w.u32(raregistry::detail::crc32c(body));
-    }
-    image += body;
+    const std::string image = snapshot_image(2, body);
     state_machine sm;
     sm.restore(image);  // threw "format version 2 is not supported" before the fix
     CHECK(sm.mode("R") == keys::unique);
